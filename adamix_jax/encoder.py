@@ -1,0 +1,237 @@
+"""The frozen BERT/RoBERTa encoder in Flax Linen, with adapter slots in every layer.
+
+One implementation serves both families: they differ only in how position ids are made
+(RoBERTa derives them from the non-padding tokens, offset by `padding_idx + 1`) and in
+their heads. Parameter names follow the Hugging Face module names (`encoder/layer_3/
+attention/self/query/kernel`), so `hf_checkpoint` maps checkpoints in and out by rule.
+
+Adapter slots: after the attention output projection and after the feed-forward output
+projection, before dropout, residual and LayerNorm (`dense -> h + adapter(h) -> dropout ->
+LayerNorm(h + input)`, the official AdaMix placement). With no adapter a slot is the
+identity. LoRA sits inside the projections themselves (`adapters.LoRADense`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from adamix_jax.adapters import AdaptationConfig, BottleneckAdapter, LoRADense, activation
+from adamix_jax.routing import Routing
+
+SUPPORTED_MODEL_TYPES = ('bert', 'roberta')
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  """The architecture of a BERT-family encoder (the fields of a HF `config.json`)."""
+
+  model_type: str = 'bert'
+  vocab_size: int = 30522
+  hidden_size: int = 768
+  num_hidden_layers: int = 12
+  num_attention_heads: int = 12
+  intermediate_size: int = 3072
+  hidden_act: str = 'gelu'
+  hidden_dropout_prob: float = 0.1
+  attention_probs_dropout_prob: float = 0.1
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2
+  layer_norm_eps: float = 1e-12
+  pad_token_id: int = 0
+  initializer_range: float = 0.02
+  classifier_dropout: float | None = None
+
+  def __post_init__(self):
+    if self.model_type not in SUPPORTED_MODEL_TYPES:
+      raise ValueError(f'Unsupported model_type {self.model_type!r}; supported model types: '
+                       f'{", ".join(SUPPORTED_MODEL_TYPES)}')
+    if self.hidden_size % self.num_attention_heads:
+      raise ValueError(f'hidden_size {self.hidden_size} is not a multiple of '
+                       f'num_attention_heads {self.num_attention_heads}')
+    activation(self.hidden_act)
+
+  @classmethod
+  def from_hf_dict(cls, d: dict[str, Any]) -> 'EncoderConfig':
+    """Builds the config from a parsed HF `config.json` (unknown keys are ignored)."""
+    if 'model_type' not in d:
+      raise ValueError('config.json has no "model_type"; supported model types: '
+                       f'{", ".join(SUPPORTED_MODEL_TYPES)}')
+    if d.get('position_embedding_type', 'absolute') != 'absolute':
+      raise ValueError('Only position_embedding_type="absolute" is supported, got '
+                       f'{d["position_embedding_type"]!r}')
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+  def to_hf_dict(self) -> dict[str, Any]:
+    d = dataclasses.asdict(self)
+    d['position_embedding_type'] = 'absolute'
+    return d
+
+  @property
+  def is_roberta(self) -> bool:
+    return self.model_type == 'roberta'
+
+
+def _layer_norm(config: EncoderConfig, name: str) -> nn.LayerNorm:
+  # LayerNorm always in float32, whatever the compute dtype.
+  return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=jnp.float32,
+                      param_dtype=jnp.float32, name=name)
+
+
+def position_ids_for(config: EncoderConfig, input_ids: jax.Array) -> jax.Array:
+  """BERT: 0..L-1. RoBERTa: padding_idx + 1 + rank among non-padding tokens; pads get padding_idx."""
+  if config.is_roberta:
+    mask = (input_ids != config.pad_token_id).astype(jnp.int32)
+    return jnp.cumsum(mask, axis=1) * mask + config.pad_token_id
+  return jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
+
+
+class Embeddings(nn.Module):
+  config: EncoderConfig
+  dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    cfg = self.config
+    init = nn.initializers.normal(cfg.initializer_range)
+    self.word_embeddings = nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=init)
+    self.position_embeddings = nn.Embed(cfg.max_position_embeddings, cfg.hidden_size,
+                                        embedding_init=init)
+    self.token_type_embeddings = nn.Embed(cfg.type_vocab_size, cfg.hidden_size,
+                                          embedding_init=init)
+    self.LayerNorm = _layer_norm(cfg, 'LayerNorm')  # pylint: disable=invalid-name
+    self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+  def __call__(self, input_ids, token_type_ids, deterministic: bool):
+    positions = position_ids_for(self.config, input_ids)
+    h = (self.word_embeddings(input_ids) + self.position_embeddings(positions) +
+         self.token_type_embeddings(token_type_ids))
+    h = self.LayerNorm(h).astype(self.dtype)
+    return self.dropout(h, deterministic=deterministic)
+
+
+class SelfAttention(nn.Module):
+  config: EncoderConfig
+  adaptation: AdaptationConfig
+  layer: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, h, attention_mask, routing: Routing, deterministic: bool):
+    cfg = self.config
+    heads = cfg.num_attention_heads
+    head_dim = cfg.hidden_size // heads
+
+    def proj(name):
+      dense = LoRADense(cfg.hidden_size, self.adaptation, self.layer, name, self.dtype,
+                        nn.initializers.normal(cfg.initializer_range), name=name)
+      y = dense(h, routing, deterministic)
+      return y.reshape(y.shape[:-1] + (heads, head_dim))
+
+    q, k, v = proj('query'), proj('key'), proj('value')
+    scores = jnp.einsum('bqhd,bkhd->bhqk', q, k).astype(jnp.float32) / jnp.sqrt(head_dim)
+    # Padding keys are masked out; softmax in float32.
+    scores = jnp.where(attention_mask[:, None, None, :].astype(bool), scores,
+                       jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1)
+    probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
+    context = jnp.einsum('bhqk,bkhd->bqhd', probs.astype(self.dtype), v)
+    return context.reshape(context.shape[:-2] + (cfg.hidden_size,))
+
+
+class SublayerOutput(nn.Module):
+  """`dense -> adapter slot -> dropout -> LayerNorm(h + residual)` (HF's *Output modules)."""
+
+  config: EncoderConfig
+  adaptation: AdaptationConfig
+  layer: int
+  site: str  # 'attention' or 'ffn': which adapter slot this is
+  dense_site: str  # LoRA target name of the dense projection
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, h, residual, routing: Routing, deterministic: bool):
+    cfg = self.config
+    h = LoRADense(cfg.hidden_size, self.adaptation, self.layer, self.dense_site, self.dtype,
+                  nn.initializers.normal(cfg.initializer_range), name='dense')(
+                      h, routing, deterministic)
+    if self.site in self.adaptation.adapter_sites:
+      h = BottleneckAdapter(self.adaptation, self.layer, self.site, self.dtype,
+                            name='adapter')(h, routing)
+    h = nn.Dropout(cfg.hidden_dropout_prob)(h, deterministic=deterministic)
+    out = _layer_norm(cfg, 'LayerNorm')(h.astype(jnp.float32) + residual.astype(jnp.float32))
+    return out.astype(self.dtype)
+
+
+class Attention(nn.Module):
+  config: EncoderConfig
+  adaptation: AdaptationConfig
+  layer: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, h, attention_mask, routing: Routing, deterministic: bool):
+    context = SelfAttention(self.config, self.adaptation, self.layer, self.dtype,
+                            name='self')(h, attention_mask, routing, deterministic)
+    return SublayerOutput(self.config, self.adaptation, self.layer, 'attention',
+                          'attention_output', self.dtype, name='output')(
+                              context, h, routing, deterministic)
+
+
+class TransformerLayer(nn.Module):
+  config: EncoderConfig
+  adaptation: AdaptationConfig
+  layer: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, h, attention_mask, routing: Routing, deterministic: bool):
+    cfg = self.config
+    a = Attention(cfg, self.adaptation, self.layer, self.dtype, name='attention')(
+        h, attention_mask, routing, deterministic)
+    inter = LoRADense(cfg.intermediate_size, self.adaptation, self.layer, 'intermediate',
+                      self.dtype, nn.initializers.normal(cfg.initializer_range),
+                      name='intermediate_dense')(a, routing, deterministic)
+    inter = activation(cfg.hidden_act)(inter)
+    return SublayerOutput(cfg, self.adaptation, self.layer, 'ffn', 'output', self.dtype,
+                          name='output')(inter, a, routing, deterministic)
+
+
+class Encoder(nn.Module):
+  """Embeddings, the transformer stack and (optionally) the pooler.
+
+  Returns `(sequence_output [B, L, d], pooled_output [B, d] or None)`.
+  """
+
+  config: EncoderConfig
+  adaptation: AdaptationConfig = AdaptationConfig()
+  add_pooler: bool = True
+  dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    cfg = self.config
+    self.embeddings = Embeddings(cfg, self.dtype)
+    self.layers = [TransformerLayer(cfg, self.adaptation, i, self.dtype, name=f'layer_{i}')
+                   for i in range(cfg.num_hidden_layers)]
+    if self.add_pooler:
+      self.pooler = nn.Dense(cfg.hidden_size, dtype=self.dtype,
+                             kernel_init=nn.initializers.normal(cfg.initializer_range))
+
+  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *,
+               routing: Routing = Routing(), deterministic: bool = True):
+    if attention_mask is None:
+      attention_mask = jnp.ones_like(input_ids)
+    if token_type_ids is None:
+      token_type_ids = jnp.zeros_like(input_ids)
+    h = self.embeddings(input_ids, token_type_ids, deterministic)
+    for layer in self.layers:
+      h = layer(h, attention_mask, routing, deterministic)
+    pooled = jnp.tanh(self.pooler(h[:, 0])) if self.add_pooler else None
+    return h, pooled
+
+  def word_embedding_matrix(self) -> jax.Array:
+    return self.embeddings.word_embeddings.embedding

@@ -1,0 +1,147 @@
+"""Task models: the encoder with a classification/regression head or the (frozen) MLM head.
+
+Heads mirror transformers' so checkpoints and exports map one to one:
+- BERT classifier: dropout(pooler output) -> `classifier` Dense (BertForSequenceClassification);
+- RoBERTa classifier: dropout(h[CLS]) -> dense -> tanh -> dropout -> out_proj
+  (RobertaClassificationHead);
+- MLM head: dense -> activation -> LayerNorm -> decoder tied to the word embeddings + bias;
+  `prompt` evaluates it only at the mask position and only for the label words.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from adamix_jax.adapters import AdaptationConfig, activation
+from adamix_jax.encoder import Encoder, EncoderConfig
+from adamix_jax.routing import Routing
+
+HEADS = ('classifier', 'mlm', 'prompt', 'none')
+
+
+class ClassificationHead(nn.Module):
+  config: EncoderConfig
+  num_labels: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, sequence_output, pooled_output, deterministic: bool):
+    cfg = self.config
+    rate = cfg.classifier_dropout if cfg.classifier_dropout is not None else (
+        cfg.hidden_dropout_prob)
+    init = nn.initializers.normal(cfg.initializer_range)
+    if cfg.is_roberta:
+      x = nn.Dropout(rate)(sequence_output[:, 0], deterministic=deterministic)
+      x = jnp.tanh(nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=init,
+                            name='dense')(x))
+      x = nn.Dropout(rate)(x, deterministic=deterministic)
+      logits = nn.Dense(self.num_labels, dtype=self.dtype, kernel_init=init,
+                        name='out_proj')(x)
+    else:
+      x = nn.Dropout(rate)(pooled_output, deterministic=deterministic)
+      logits = nn.Dense(self.num_labels, dtype=self.dtype, kernel_init=init, name='out_proj')(x)
+    return logits.astype(jnp.float32)
+
+
+class MLMHead(nn.Module):
+  config: EncoderConfig
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, h, word_embeddings, vocab_ids=None):
+    """Logits over the vocabulary, or over `vocab_ids` only (same values, fewer FLOPs)."""
+    cfg = self.config
+    h = nn.Dense(cfg.hidden_size, dtype=self.dtype,
+                 kernel_init=nn.initializers.normal(cfg.initializer_range), name='dense')(h)
+    h = activation(cfg.hidden_act)(h)
+    h = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=jnp.float32, name='layer_norm')(h)
+    bias = self.param('bias', nn.initializers.zeros, (cfg.vocab_size,))
+    if vocab_ids is not None:
+      word_embeddings = word_embeddings[jnp.asarray(vocab_ids)]
+      bias = bias[jnp.asarray(vocab_ids)]
+    logits = h.astype(self.dtype) @ word_embeddings.astype(self.dtype).T
+    return logits.astype(jnp.float32) + bias
+
+
+class Model(nn.Module):
+  """Encoder + head. Parameters: `backbone`, and `classifier` or `mlm_head`.
+
+  Attributes:
+    config: the encoder architecture.
+    adaptation: adapters / LoRA inserted into the encoder.
+    head: 'classifier' (num_labels outputs; 1 = regression), 'mlm' (vocabulary logits at
+      every position), 'prompt' (MLM logits of `label_word_ids` at `mask_positions`) or
+      'none' (returns the encoder's `(sequence_output, pooled_output)`).
+    num_labels: classifier outputs.
+    label_word_ids: vocabulary ids of the verbalizer's label words, one per label (prompt
+      head).
+    dtype: compute dtype (parameters stay float32).
+  """
+
+  config: EncoderConfig
+  adaptation: AdaptationConfig = AdaptationConfig()
+  head: str = 'classifier'
+  num_labels: int = 2
+  label_word_ids: tuple[int, ...] = ()
+  dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    if self.head not in HEADS:
+      raise ValueError(f'Unknown head {self.head!r}; supported: {HEADS}')
+    add_pooler = self.head == 'none' or (self.head == 'classifier' and
+                                         not self.config.is_roberta)
+    self.backbone = Encoder(self.config, self.adaptation, add_pooler=add_pooler,
+                            dtype=self.dtype)
+    if self.head == 'classifier':
+      self.classifier = ClassificationHead(self.config, self.num_labels, self.dtype)
+    elif self.head in ('mlm', 'prompt'):
+      self.mlm_head = MLMHead(self.config, self.dtype)
+
+  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, mask_positions=None,
+               *, routing: Routing = Routing(), deterministic: bool = True):
+    h, pooled = self.backbone(input_ids, attention_mask, token_type_ids, routing=routing,
+                              deterministic=deterministic)
+    if self.head == 'none':
+      return h, pooled
+    if self.head == 'classifier':
+      return self.classifier(h, pooled, deterministic)
+    embeddings = self.backbone.word_embedding_matrix()
+    if self.head == 'mlm':
+      return self.mlm_head(h, embeddings)
+    if mask_positions is None:
+      raise ValueError('The prompt head needs mask_positions (the [MASK] index per example).')
+    at_mask = jnp.take_along_axis(h, mask_positions[:, None, None].astype(jnp.int32),
+                                  axis=1)[:, 0]
+    return self.mlm_head(at_mask, embeddings, vocab_ids=tuple(self.label_word_ids))
+
+
+def init_params(model: Model, rng: jax.Array, seq_len: int = 8) -> dict:
+  """Freshly initialised parameters (shapes only depend on the configs, not on seq_len)."""
+  ids = jnp.ones((1, seq_len), jnp.int32) * (model.config.pad_token_id + 1)
+  mask_positions = jnp.zeros((1,), jnp.int32) if model.head == 'prompt' else None
+  variables = jax.jit(lambda r: model.init(r, ids, mask_positions=mask_positions,
+                                           routing=Routing(key=r)))(rng)
+  return variables['params']
+
+
+def from_pretrained(name_or_path, *, adaptation: AdaptationConfig = AdaptationConfig(),
+                    head: str = 'classifier', num_labels: int = 2,
+                    label_word_ids: tuple[int, ...] = (), dtype=jnp.float32,
+                    rng: jax.Array | None = None, allow_pickle: bool = False):
+  """A model and its parameters: pretrained tensors where the checkpoint has them, fresh
+  initialisation for adapters, LoRA and the task head.
+
+  Returns:
+    (model, params, report), report being a `hf_checkpoint.LoadReport`.
+  """
+  from adamix_jax import hf_checkpoint  # pylint: disable=import-outside-toplevel
+  config, pretrained, ignored, source = hf_checkpoint.load_pretrained(
+      name_or_path, allow_pickle=allow_pickle)
+  model = Model(config, adaptation, head=head, num_labels=num_labels,
+                label_word_ids=tuple(label_word_ids), dtype=dtype)
+  rng = jax.random.PRNGKey(0) if rng is None else rng
+  params, report = hf_checkpoint.merge_pretrained(init_params(model, rng), pretrained,
+                                                  source=source, ignored=ignored)
+  return model, params, report
