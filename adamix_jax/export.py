@@ -1,0 +1,117 @@
+"""Export a trained run as the few MB a user needs to serve it, and load it back.
+
+An export directory holds:
+- `adapter.safetensors`: the trained tensors after merging (the merged adapters or LoRA
+  factors, the task head; for bitfit the biases, for full fine-tuning every tensor), keyed
+  by their '/'-joined parameter path;
+- `export.json`: what rebuilds the model around them: the base checkpoint, the method and
+  its (merged) adaptation config, the task and label names, tensor shapes, and the metrics
+  measured at export time.
+`load_export` reloads the base checkpoint, overlays the tensors and returns a model that
+predicts exactly as the trained one did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+from safetensors.numpy import load_file, save_file
+
+from adamix_jax import merging, methods
+from adamix_jax.adapters import AdaptationConfig
+from adamix_jax.model import Model, from_pretrained
+
+TENSORS = 'adapter.safetensors'
+INFO = 'export.json'
+FORMAT_VERSION = 1
+
+# After merging, a mixture method's trainable set is that of its plain counterpart.
+_MERGED_METHOD = {'adamix': 'adapter', 'adamix_lora': 'lora'}
+
+
+def export_run(run: Any, params: Any, out_dir: str | os.PathLike, *,
+               metrics: dict[str, float] | None = None) -> Path:
+  """Merges the experts (if any) and writes the trained tensors + export.json."""
+  config = run.config
+  adaptation = run.adaptation
+  if adaptation.is_mixture:
+    params, adaptation = merging.merge_experts(params, adaptation,
+                                               lora_merge=config.lora_merge)
+  method = _MERGED_METHOD.get(config.method, config.method)
+  mask = methods.trainable_mask(params, method, train_layer_norm=config.train_layer_norm)
+  flat = traverse_util.flatten_dict(params)
+  flat_mask = traverse_util.flatten_dict(mask)
+  tensors = {'/'.join(k): np.asarray(v, np.float32) for k, v in flat.items() if flat_mask[k]}
+  task = run.task
+  info = {
+      'format_version': FORMAT_VERSION,
+      'base_checkpoint': str(config.model.checkpoint),
+      'method': config.method,
+      'merged_method': method,
+      'adaptation': _adaptation_to_json(adaptation),
+      'task': task.name,
+      'labels': list(task.labels) if task.labels is not None else None,
+      'num_labels': task.num_labels,
+      'text_columns': list(task.text_columns),
+      'max_length': int(config.data.max_length),
+      'dtype': str(config.model.dtype),
+      'shapes': {k: list(v.shape) for k, v in tensors.items()},
+      'metrics': metrics or {},
+  }
+  out = Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  save_file(tensors, str(out / TENSORS))
+  (out / INFO).write_text(json.dumps(info, indent=2))
+  return out
+
+
+def _adaptation_to_json(adaptation: AdaptationConfig) -> dict[str, Any]:
+  return {k: list(v) if isinstance(v, tuple) else v
+          for k, v in dataclasses.asdict(adaptation).items()}
+
+
+def read_info(export_dir: str | os.PathLike) -> dict[str, Any]:
+  path = Path(export_dir) / INFO
+  if not path.is_file():
+    raise FileNotFoundError(f'{path} not found: not an adamix-jax export directory')
+  info = json.loads(path.read_text())
+  if info.get('format_version') != FORMAT_VERSION:
+    raise ValueError(f'{path}: format_version {info.get("format_version")!r} is not '
+                     f'{FORMAT_VERSION}')
+  return info
+
+
+def load_export(export_dir: str | os.PathLike, *, base_checkpoint: str | None = None,
+                dtype=jnp.float32) -> tuple[Model, Any, dict[str, Any]]:
+  """Rebuilds (model, params, info) from an export and its base checkpoint.
+
+  Args:
+    export_dir: the directory `export_run` wrote.
+    base_checkpoint: where the base checkpoint lives now, if not where export.json says.
+  """
+  info = read_info(export_dir)
+  fields = dict(info['adaptation'])
+  fields['lora_targets'] = tuple(fields['lora_targets'])
+  adaptation = AdaptationConfig(**fields)
+  model, params, _ = from_pretrained(base_checkpoint or info['base_checkpoint'],
+                                     adaptation=adaptation, head='classifier',
+                                     num_labels=info['num_labels'], dtype=dtype)
+  tensors = load_file(str(Path(export_dir) / TENSORS))
+  flat = traverse_util.flatten_dict(params)
+  for key, value in tensors.items():
+    path = tuple(key.split('/'))
+    if path not in flat:
+      raise ValueError(f'{export_dir}/{TENSORS}: tensor {key!r} has no place in the model')
+    if tuple(flat[path].shape) != value.shape:
+      raise ValueError(f'{export_dir}/{TENSORS}: tensor {key!r} has shape {value.shape}, the '
+                       f'model expects {tuple(flat[path].shape)}')
+    flat[path] = jnp.asarray(value)
+  return model, traverse_util.unflatten_dict(flat), info

