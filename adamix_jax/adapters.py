@@ -126,6 +126,23 @@ class AdaptationConfig:
     return dataclasses.replace(self, kind=plain)
 
 
+ADAPTER_MODULE = 'adapter'  # the module name of every bottleneck adapter in the tree
+LORA_PARAMS = ('lora_a', 'lora_b')
+
+
+def adaptation_param_kind(path: tuple[str, ...]) -> str | None:
+  """'adapter' or 'lora' for a parameter added by the adaptation, None for any other.
+
+  Args:
+    path: the parameter's key path in the (flattened) parameter tree.
+  """
+  if ADAPTER_MODULE in path[:-1]:
+    return 'adapter'
+  if path and path[-1] in LORA_PARAMS:
+    return 'lora'
+  return None
+
+
 def _normal(std: float):
   return nn.initializers.normal(stddev=std)
 

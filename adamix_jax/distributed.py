@@ -16,6 +16,9 @@ def initialize_from_environment() -> bool:
   the TPU worker environment) is present. Returns whether initialisation happened.
   """
   address = os.environ.get('JAX_COORDINATOR_ADDRESS')
+  if address and os.environ.get('JAX_PLATFORMS', '') == 'cpu':
+    # CPU processes need a collectives backend for cross-process reductions.
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   if address:
     jax.distributed.initialize(address, num_processes=int(os.environ['JAX_NUM_PROCESSES']),
                                process_id=int(os.environ['JAX_PROCESS_ID']))

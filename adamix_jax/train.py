@@ -29,14 +29,12 @@ from flax import traverse_util
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from adamix_jax import consistency, inference, merging, methods
+from adamix_jax import consistency, inference, merging, methods, optim
 from adamix_jax.adapters import AdaptationConfig
 from adamix_jax.data import metrics as metrics_lib, pipeline, readers
 from adamix_jax.data.tasks import TaskSpec
 from adamix_jax.model import Model, from_pretrained
 from adamix_jax.routing import Routing
-
-DECAYED_LEAVES = ('kernel', 'down_kernel', 'up_kernel', 'lora_a', 'lora_b')
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -103,32 +101,37 @@ def validate_config(config: ml_collections.ConfigDict, hidden_size: int | None =
     raise ValueError('Set config.num_epochs or config.num_train_steps to a positive value')
 
 
+BATCH_AXES = ('data', 'fsdp')
 def make_mesh(config: ml_collections.ConfigDict) -> Mesh:
+  """A ('data', 'fsdp') device mesh; the batch is split over both axes."""
   devices = jax.devices()
-  n = config.mesh.data if config.mesh.data > 0 else len(devices)
-  if n > len(devices):
-    raise ValueError(f'config.mesh.data={n} but only {len(devices)} devices are visible')
-  return Mesh(np.asarray(devices[:n]), ('data',))
+  fsdp = int(config.mesh.fsdp)
+  if fsdp < 1 or len(devices) % fsdp:
+    raise ValueError(f'config.mesh.fsdp={fsdp} must be >= 1 and divide the '
+                     f'{len(devices)} devices')
+  data = int(config.mesh.data) if config.mesh.data > 0 else len(devices) // fsdp
+  if data * fsdp > len(devices):
+    raise ValueError(f'config.mesh.data={data} x config.mesh.fsdp={fsdp} needs '
+                     f'{data * fsdp} devices; {len(devices)} are visible')
+  return Mesh(np.asarray(devices[:data * fsdp]).reshape(data, fsdp), BATCH_AXES)
 
 
-def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
-                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """AdamW, linear warm-up then linear decay, weight decay on kernels only."""
-  warmup = int(round(config.warmup_ratio * total_steps))
-  schedule = optax.join_schedules([
-      optax.linear_schedule(0.0, config.learning_rate, max(warmup, 1)),
-      optax.linear_schedule(config.learning_rate, 0.0, max(total_steps - warmup, 1)),
-  ], [warmup])
+def leaf_sharding(shape: tuple[int, ...], mesh: Mesh, min_size: int) -> NamedSharding:
+  """FSDP: a leaf of at least `min_size` elements is split over 'fsdp' along its largest
+  divisible dimension; everything else (and everything when fsdp == 1) is replicated."""
+  n = mesh.shape['fsdp']
+  if n == 1 or len(shape) < 2 or int(np.prod(shape)) < min_size:
+    return NamedSharding(mesh, P())
+  for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+    if shape[dim] % n == 0:
+      spec = [None] * len(shape)
+      spec[dim] = 'fsdp'
+      return NamedSharding(mesh, P(*spec))
+  return NamedSharding(mesh, P())
 
-  def decay_mask(params):
-    flat = traverse_util.flatten_dict(params)
-    return traverse_util.unflatten_dict({k: k[-1] in DECAYED_LEAVES for k in flat})
 
-  tx = optax.adamw(schedule, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps,
-                   weight_decay=config.weight_decay, mask=decay_mask)
-  if config.grad_clip_norm > 0:
-    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
-  return tx, schedule
+def tree_shardings(tree: Any, mesh: Mesh, min_size: int) -> Any:
+  return jax.tree_util.tree_map(lambda x: leaf_sharding(np.shape(x), mesh, min_size), tree)
 
 
 # --------------------------------------------------------------------------------------
@@ -215,7 +218,7 @@ def _replicated(mesh: Mesh) -> NamedSharding:
 
 
 def _put_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  return pipeline.shard_batch(batch, mesh, 'data')
+  return pipeline.shard_batch(batch, mesh, BATCH_AXES)
 
 
 def _run_meta(config: ml_collections.ConfigDict, run_task: TaskSpec,
@@ -341,7 +344,7 @@ def build_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
   mask = methods.trainable_mask(params, config.method,
                                 train_layer_norm=config.train_layer_norm)
   trainable, frozen = methods.partition(params, mask)
-  frozen = jax.device_put(frozen, _replicated(mesh))
+  frozen = jax.device_put(frozen, tree_shardings(frozen, mesh, config.mesh.fsdp_min_size))
   run = _Run(config=config, workdir=Path(workdir), task=task, model=model,
              adaptation=adaptation, mesh=mesh, frozen=frozen, eval_sets=eval_sets,
              train_set=train_set, tokenizer=tokenizer)
@@ -405,7 +408,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   total_steps = total_train_steps(config, steps_per_epoch)
   eval_every = config.eval_every_steps or steps_per_epoch
   ckpt_every = config.checkpoint_every_steps or eval_every
-  tx, schedule = make_optimizer(config, total_steps)
+  tx, schedule = optim.make_optimizer(config, total_steps, run.adaptation, trainable)
   meta = _run_meta(config, task, run.adaptation)
 
   # Refuse a foreign checkpoint before anything is written.
@@ -415,11 +418,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   if saved_meta is not None:
     _check_meta({k: saved_meta.get(k) for k in meta}, meta, workdir / 'checkpoints')
 
-  replicated = _replicated(run.mesh)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=trainable,
                      opt_state=tx.init(trainable),
                      rng=jax.random.fold_in(jax.random.PRNGKey(config.seed), 1))
-  state = jax.device_put(state, replicated)
+  state_shardings = tree_shardings(state, run.mesh, config.mesh.fsdp_min_size)
+  state = jax.device_put(state, state_shardings)
   best = {'value': -math.inf, 'step': -1, 'metrics': {}}
   if saved_meta is not None:
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
@@ -442,7 +445,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       functools.partial(train_step, model=run.model, tx=tx, schedule=schedule,
                         consistency_weight=float(config.consistency_weight),
                         regression=task.is_regression),
-      donate_argnums=(0,))
+      out_shardings=(state_shardings, _replicated(run.mesh)), donate_argnums=(0,))
   progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
                                              every_steps=config.log_every_steps)
 

@@ -24,6 +24,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Compute dtype: 'float32', or 'bfloat16' on TPU/GPU (params, LayerNorm and softmax stay
   # float32).
   config.model.dtype = 'float32'
+  # Task head: 'classifier' (a fresh classification/regression head on [CLS], as
+  # BertForSequenceClassification / RobertaClassificationHead) or 'prompt' (LM-BFF
+  # prompt-based fine-tuning: each example goes through `config.prompt.template` and
+  # the checkpoint's pretrained MLM head scores one label word per class at the mask;
+  # needs a checkpoint with an MLM head, e.g. roberta-large, and a classification task).
+  config.model.head = 'classifier'
 
   # ---- method ------------------------------------------------------------------------
   # adamix | adamix_lora | adapter | lora | bitfit | full | head_only
@@ -73,6 +79,18 @@ def get_config() -> ml_collections.ConfigDict:
   # ---- data --------------------------------------------------------------------------
   config.data = default_data_config()
 
+  # ---- prompt (model.head='prompt' only; adamix_jax/prompts.py) -------------------------
+  config.prompt = ml_collections.ConfigDict()
+  # Template: <S1>, <S2> (the example's texts; <S1:drop_last> drops its last character,
+  # <S2:lower_first> lower-cases its first, as LM-BFF's *sent-_0* / *sentl_1*), [MASK] (the
+  # tokenizer's mask token) and literal text, e.g. '<S1> It was [MASK].'. configs/fewshot/
+  # holds LM-BFF's manual templates.
+  config.prompt.template = ''
+  # Verbalizer: label name (as the task names its classes, e.g. '0'/'1', 'entailment')
+  # -> one word, tokenized as after a space ('Ġgreat' for RoBERTa); each must be a single
+  # token, e.g. ml_collections.ConfigDict({'0': 'terrible', '1': 'great'}).
+  config.prompt.label_words = ml_collections.ConfigDict()
+
   # ---- optimisation ------------------------------------------------------------------
   # Global batch size (split over all devices and hosts).
   config.batch_size = 32
@@ -110,7 +128,12 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---- devices ---------------------------------------------------------------------
   config.mesh = ml_collections.ConfigDict()
-  # Devices on the data-parallel axis (-1: all devices).
+  # Devices on the data-parallel axis (-1: all devices / fsdp).
   config.mesh.data = -1
+  # Devices over which large frozen kernels (and large trainable state, e.g. full
+  # fine-tuning) are sharded, FSDP-style; the batch is split over data x fsdp. 1: replicated.
+  config.mesh.fsdp = 1
+  # Under FSDP, leaves with fewer elements than this stay replicated (adapters, biases).
+  config.mesh.fsdp_min_size = 2**16
 
   return config

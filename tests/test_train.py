@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from adamix_jax import export, methods, train
+from adamix_jax import export, methods, optim, train
 from adamix_jax.model import from_pretrained
 from configs import tiny
 
@@ -38,7 +38,7 @@ def _config(checkpoint, **overrides):
 def _final_params(workdir: Path, config):
   """The trainable parameters of the latest checkpoint in `workdir`."""
   run, trainable = train.build_run(config, workdir)
-  tx, _ = train.make_optimizer(config, 10)
+  tx, _ = optim.make_optimizer(config, 10, run.adaptation, trainable)
   state = train.TrainState(step=np.zeros((), np.int32), params=trainable,
                            opt_state=tx.init(trainable), rng=jax.random.PRNGKey(0))
   manager = train._checkpoint_manager(workdir / 'checkpoints', 2)

@@ -1,0 +1,32 @@
+"""Every shipped config builds and passes validation; the official values are where stated."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+from adamix_jax import train
+from adamix_jax.data import readers
+
+CONFIGS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / 'configs').glob('*.py')
+                 if p.stem not in ('__init__', 'glue', 'presets'))
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_config_builds_and_validates(name):
+  config = importlib.import_module(f'configs.{name}').get_config()
+  train.validate_config(config)
+  train.adaptation_from_config(config)
+  readers.task_from_config(config.data)
+
+
+def test_official_mnli_settings():
+  from configs import bert_base_glue_mnli, glue_mnli
+  c = glue_mnli.get_config()
+  assert (c.learning_rate, c.num_epochs, c.batch_size, c.data.max_length) == (3e-4, 20, 64, 128)
+  assert (c.warmup_ratio, c.weight_decay, c.adapter.adapter_size) == (0.06, 0.1, 16)
+  assert (c.adapter.num_experts, c.adapter.share_up, c.consistency_weight) == (4, True, 1.0)
+  b = bert_base_glue_mnli.get_config()
+  assert (b.learning_rate, b.num_epochs, b.adapter.adapter_size) == (4e-4, 40, 48)
