@@ -61,6 +61,10 @@ def export_run(run: Any, params: Any, out_dir: str | os.PathLike, *,
       'labels': list(task.labels) if task.labels is not None else None,
       'num_labels': task.num_labels,
       'text_columns': list(task.text_columns),
+      # How the task is scored, so that `predict` can score new labelled data (a custom
+      # task is not in the registry).
+      'task_metrics': list(task.metrics),
+      'selection_metric': task.selection_metric,
       'max_length': int(config.data.max_length),
       'dtype': str(config.model.dtype),
       'shapes': {k: list(v.shape) for k, v in tensors.items()},

@@ -357,10 +357,12 @@ def total_train_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -
   return int(config.num_epochs * steps_per_epoch)
 
 
-def _checkpoint_manager(path: Path, max_to_keep: int) -> ocp.CheckpointManager:
+def _checkpoint_manager(path: Path, max_to_keep: int, *, asynchronous: bool = True
+                        ) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
       path.absolute(), item_names=('state', 'data', 'meta'),
-      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                           enable_async_checkpointing=asynchronous))
 
 
 def _save(manager: ocp.CheckpointManager, step: int, state: TrainState, data_state: dict,
@@ -413,7 +415,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
   # Refuse a foreign checkpoint before anything is written.
   manager = _checkpoint_manager(workdir / 'checkpoints', config.max_checkpoints_to_keep)
-  best_manager = _checkpoint_manager(workdir / 'best', 1)
+  # The best checkpoint is written synchronously (rarely, small for adapters); two managers
+  # saving asynchronously at once would share the multi-host completion barrier.
+  best_manager = _checkpoint_manager(workdir / 'best', 1, asynchronous=False)
   saved_meta = read_meta(manager)
   if saved_meta is not None:
     _check_meta({k: saved_meta.get(k) for k in meta}, meta, workdir / 'checkpoints')
@@ -482,6 +486,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       value = selection_value(task, last_results, len(run.eval_sets))
       if value > best['value']:
         best = {'value': value, 'step': step, 'metrics': last_results}
+        manager.wait_until_finished()
         for old_step in best_manager.all_steps():  # a resumed run may replay a saved best
           best_manager.delete(old_step)
         _save(best_manager, step, state, iterator.get_state(), full_meta())

@@ -1,5 +1,6 @@
 """Tokenization, bucketing, deterministic/resumable training order, eval padding."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -282,6 +283,19 @@ def test_eval_regression_labels_stay_float():
                             process_index=0, process_count=1))
   assert batch['labels'].dtype == np.float32
   np.testing.assert_allclose(batch['labels'], [0.0, 0.1, 0.2, 0.0])
+
+
+def test_mask_positions_travel_with_their_rows_and_pad_with_zero():
+  plain = make_dataset([4, 6, 5])
+  assert 'mask_positions' not in next(eval_batches(plain, 4, process_index=0,
+                                                   process_count=1))
+  dataset = dataclasses.replace(plain, mask_positions=np.array([1, 5, 3], np.int32))
+  batch = next(eval_batches(dataset, 4, process_index=0, process_count=1))
+  assert batch['mask_positions'].dtype == np.int32
+  assert batch['mask_positions'].tolist() == [1, 5, 3, 0]
+  iterator = TrainIterator(dataset, 3, seed=0, process_index=0, process_count=1)
+  rows = iterator.epoch_order(0)
+  assert next(iterator)['mask_positions'].tolist() == [[1, 5, 3][i] for i in rows]
 
 
 # ----------------------------------------------------------------------------

@@ -10,14 +10,34 @@ def default_data_config() -> ml_collections.ConfigDict:
   offline. Task configs override `task` and usually `data_dir`."""
   data = ml_collections.ConfigDict()
   # Task name: a GLUE task ('cola', 'sst2', 'mrpc', 'qqp', 'stsb', 'mnli', 'qnli',
-  # 'rte'; case, '-' and '_' ignored) or, with source='custom', any new name.
+  # 'rte'; case, '-' and '_' ignored), a few-shot task ('subj', 'mpqa', 'mr', 'cr',
+  # 'snli') or, with source='custom', any new name.
   data.task = 'sst2'
   # 'glue_tsv' (glue_data/<TASK>/{train,dev}.tsv), 'tfds' (tensorflow-datasets
-  # glue/<task>, needs TensorFlow) or 'custom' (your own CSV/TSV/JSONL files).
+  # glue/<task>, needs TensorFlow), 'custom' (your own CSV/TSV/JSONL files), or
+  # few-shot data (adamix_jax/data/fewshot.py): 'fewshot_list' (LiST's splits, the
+  # AdaMix paper's: <TASK>/<K>-<seed>/train + <TASK>/test, K in total, eval split
+  # 'test'), 'lmbff' (LM-BFF's k-shot: <TASK>/<K>-<seed>/{train,dev,test}, K per
+  # class, eval splits 'dev' then 'test'), 'sample' (K examples drawn from the
+  # training set that `sample_source` reads; eval splits as that source's).
   data.source = 'glue_tsv'
   # glue_tsv: the directory holding <TASK>/ folders ('' = the small sample bundled
-  # in adamix_jax/data/samples/glue); tfds: the TFDS data dir ('' = tfds default).
+  # in adamix_jax/data/samples/glue); tfds: the TFDS data dir ('' = tfds default);
+  # fewshot_list / lmbff: the folder holding <TASK>/ folders (fewshot_list: '' =
+  # the bundled K=30 LiST sample, whose test files are 100-row cuts).
   data.data_dir = ''
+  # fewshot_list / lmbff: K of the <K>-<seed> folder (LiST 10/20/30 examples in
+  # total; LM-BFF 16 per class). sample: examples to draw (see fewshot_per_class).
+  data.fewshot_k = 0
+  # fewshot_list / lmbff: seed of the <K>-<seed> folder (LiST 1-5; LM-BFF 13, 21,
+  # 42, 87, 100). sample: the numpy seed of the draw.
+  data.fewshot_seed = 0
+  # sample only: draw fewshot_k examples of every class (LM-BFF's K) instead of
+  # fewshot_k in total (LiST's and the AdaMix paper's K).
+  data.fewshot_per_class = False
+  # sample only: the source the full training (and eval) data comes from:
+  # 'glue_tsv', 'tfds' or 'custom', configured by the fields above and below.
+  data.sample_source = 'glue_tsv'
   # tfds only: allow downloading and preparing the data. Off so that nothing waits
   # on the network; prepare once with `tfds build glue/<task>`.
   data.download = False

@@ -57,6 +57,9 @@ class TokenizedDataset:
     labels: int32 [n] class ids or float32 [n] regression targets.
     pad_id: the tokenizer's pad token id (0 for BERT, 1 for RoBERTa).
     max_length: the truncation length, also the longest padded batch.
+    mask_positions: int32 [n] index of each example's mask token, for prompt-based
+      inputs (`prompts.tokenize_prompt_examples`); None otherwise. When set,
+      batches carry 'mask_positions' int32 [b] (0 on padding rows).
   """
   input_ids: np.ndarray
   token_type_ids: np.ndarray
@@ -64,6 +67,7 @@ class TokenizedDataset:
   labels: np.ndarray
   pad_id: int
   max_length: int
+  mask_positions: np.ndarray | None = None
 
   def __len__(self) -> int:
     return len(self.labels)
@@ -93,8 +97,14 @@ class TokenizedDataset:
     attention_mask[len(indices):, 0] = 1
     labels = np.zeros((rows,), self.labels.dtype)
     labels[:len(indices)] = self.labels[np.asarray(indices, np.int64)]
-    return {'input_ids': input_ids, 'attention_mask': attention_mask,
-            'token_type_ids': token_type_ids, 'labels': labels}
+    batch = {'input_ids': input_ids, 'attention_mask': attention_mask,
+             'token_type_ids': token_type_ids, 'labels': labels}
+    if self.mask_positions is not None:
+      mask_positions = np.zeros((rows,), np.int32)
+      mask_positions[:len(indices)] = self.mask_positions[
+          np.asarray(indices, np.int64)]
+      batch['mask_positions'] = mask_positions
+    return batch
 
 
 def tokenize_examples(examples: Sequence[Example], tokenizer: Any,

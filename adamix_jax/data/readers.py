@@ -460,16 +460,47 @@ def _eval_files(cfg: Any) -> dict[str, str]:
   return result
 
 
+class _Overridden:
+  """`cfg` with some fields replaced (a view; `cfg` itself is not changed)."""
+
+  def __init__(self, cfg: Any, **fields: Any):
+    self._cfg, self._fields = cfg, fields
+
+  def __getattr__(self, name: str) -> Any:
+    if name in self._fields:
+      return self._fields[name]
+    return getattr(self._cfg, name)
+
+
+def _sampled_from(data_cfg: Any) -> Any:
+  """For source='sample', the config of the source the full data comes from."""
+  inner = _get(data_cfg, 'sample_source', 'glue_tsv')
+  if inner in ('sample', 'fewshot_list', 'lmbff'):
+    raise ValueError(f'data.sample_source={inner!r}: sample from a full training '
+                     'set (glue_tsv, tfds or custom).')
+  return _Overridden(data_cfg, source=inner, max_train_examples=0)
+
+
 def task_from_config(data_cfg: Any) -> TaskSpec:
   """The TaskSpec a data config describes, without reading any data.
 
-  A registered GLUE name keeps its label set and metrics whatever the source; for
-  source='custom' its eval splits become the keys of `eval_files`. Any other name
-  with source='custom' builds a task from `labels`, `text_columns`, `metrics` and
-  `selection_metric`.
+  A registered name keeps its label set and metrics whatever the source; for
+  source='custom' its eval splits become the keys of `eval_files`, for the few-shot
+  sources those of the split folder (`fewshot.eval_splits`), for source='sample'
+  those of `sample_source`. Any other name with source='custom' builds a task from
+  `labels`, `text_columns`, `metrics` and `selection_metric`.
   """
   source = _get(data_cfg, 'source', 'glue_tsv')
   name = _get(data_cfg, 'task', '')
+  if source == 'sample':
+    return task_from_config(_sampled_from(data_cfg))
+  if source in ('fewshot_list', 'lmbff'):
+    from adamix_jax.data import fewshot  # pylint: disable=g-import-not-at-top
+    spec = get_task(name)
+    return dataclasses.replace(spec, eval_splits=fewshot.eval_splits(
+        source, spec, _get(data_cfg, 'data_dir', ''),
+        int(_get(data_cfg, 'fewshot_k', 0) or 0),
+        int(_get(data_cfg, 'fewshot_seed', 0) or 0)))
   if source != 'custom':
     return get_task(name)
   splits = tuple(_eval_files(data_cfg)) or ('dev',)
@@ -498,7 +529,8 @@ def load_examples(data_cfg: Any, split: str) -> tuple[TaskSpec, list[Example]]:
     data_cfg: a ConfigDict (or any object with the same attributes) with fields
       task, source, data_dir, train_file, eval_files, format, column_names,
       text_columns, label_column, labels, skip_bad_rows, max_train_examples,
-      download.
+      download, and for the few-shot sources fewshot_k, fewshot_seed,
+      fewshot_per_class, sample_source.
     split: 'train' or one of the task's eval splits.
 
   Returns:
@@ -524,6 +556,22 @@ def load_examples(data_cfg: Any, split: str) -> tuple[TaskSpec, list[Example]]:
                          download=bool(_get(data_cfg, 'download', False)),
                          skip_bad_rows=skip)
     where = f'tfds glue/{task.name} (data_dir={data_dir or "default"})'
+  elif source in ('fewshot_list', 'lmbff'):
+    from adamix_jax.data import fewshot  # pylint: disable=g-import-not-at-top
+    examples = fewshot.read_split(
+        source, task, split, data_dir, int(_get(data_cfg, 'fewshot_k', 0) or 0),
+        int(_get(data_cfg, 'fewshot_seed', 0) or 0), skip_bad_rows=skip)
+    where = f'{source} {task.name} {split} (data_dir={data_dir or "bundled"})'
+  elif source == 'sample':
+    from adamix_jax.data import fewshot  # pylint: disable=g-import-not-at-top
+    _, examples = load_examples(_sampled_from(data_cfg), split)
+    if split == 'train':
+      examples = fewshot.sample_examples(
+          examples, int(_get(data_cfg, 'fewshot_k', 0) or 0),
+          int(_get(data_cfg, 'fewshot_seed', 0) or 0),
+          per_class=bool(_get(data_cfg, 'fewshot_per_class', False)),
+          num_labels=None if task.is_regression else task.num_labels)
+    where = f'a sample of {_get(data_cfg, "sample_source", "glue_tsv")}'
   elif source == 'custom':
     path = (_get(data_cfg, 'train_file', '') if split == 'train'
             else _eval_files(data_cfg)[split])
@@ -537,8 +585,8 @@ def load_examples(data_cfg: Any, split: str) -> tuple[TaskSpec, list[Example]]:
                            or None, skip_bad_rows=skip)
     where = path
   else:
-    raise ValueError(f'Unknown data.source {source!r}; expected glue_tsv, tfds '
-                     'or custom.')
+    raise ValueError(f'Unknown data.source {source!r}; expected glue_tsv, tfds, '
+                     'custom, fewshot_list, lmbff or sample.')
   if not examples:
     raise DataError(f'{where}: no examples in split {split!r}.')
   limit = int(_get(data_cfg, 'max_train_examples', 0) or 0)

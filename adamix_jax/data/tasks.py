@@ -165,6 +165,17 @@ for _spec in (
              'accuracy', eval_splits=('dev_matched', 'dev_mismatched')),
     TaskSpec('qnli', ('question', 'sentence'), _NLI2, ('accuracy',), 'accuracy'),
     TaskSpec('rte', ('sentence1', 'sentence2'), _NLI2, ('accuracy',), 'accuracy'),
+    # The few-shot tasks of LM-BFF (Gao et al., 2021) and LiST (Wang et al., 2021)
+    # outside GLUE, read from their k-shot folders (`fewshot.py`); labels as in
+    # LM-BFF's CSVs: subj 0 = subjective, 1 = objective; mpqa, mr, cr 0 = negative,
+    # 1 = positive. All are scored by accuracy, as in both papers.
+    TaskSpec('subj', ('sentence',), _BINARY, ('accuracy',), 'accuracy'),
+    TaskSpec('mpqa', ('sentence',), _BINARY, ('accuracy',), 'accuracy'),
+    TaskSpec('mr', ('sentence',), _BINARY, ('accuracy',), 'accuracy'),
+    TaskSpec('cr', ('sentence',), _BINARY, ('accuracy',), 'accuracy'),
+    TaskSpec('snli', ('premise', 'hypothesis'),
+             ('entailment', 'neutral', 'contradiction'), ('accuracy',),
+             'accuracy'),
 ):
   register_task(_spec)
 del _spec

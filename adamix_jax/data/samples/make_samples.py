@@ -1,4 +1,4 @@
-"""Regenerates the bundled GLUE samples from ../shared/data (see README.md).
+"""Regenerates the bundled GLUE and few-shot samples from ../shared/data (README.md).
 
     python adamix_jax/data/samples/make_samples.py /path/to/shared/data
 
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 OUT = Path(__file__).resolve().parent / 'glue'
+FEWSHOT_OUT = Path(__file__).resolve().parent / 'few-shot-list'
 SEED = 0
 SST2_TRAIN_ROWS = 8000
 SMALL_ROWS = 40
@@ -43,6 +44,18 @@ PLAN = (
     ('QQP', 'train.tsv', 'k-shot/QQP/16-13/train.tsv', None, True),
     ('QQP', 'dev.tsv', 'k-shot/QQP/16-13/dev.tsv', None, True),
     ('MNLI', 'train.tsv', 'k-shot/MNLI/16-13/train.tsv', None, True),
+)
+# The LiST few-shot splits (few-shot-list/<task>/<K>-<seed>/train): every K=30
+# train file complete, and a sample of each test file there is:
+# (task dir, test file, rows, header).
+FEWSHOT_TASKS = ('MNLI', 'QQP', 'RTE', 'SST-2', 'mpqa', 'subj')
+FEWSHOT_K, FEWSHOT_SEEDS = 30, (1, 2, 3, 4, 5)
+FEWSHOT_TEST_ROWS = 100
+FEWSHOT_TESTS = (
+    ('RTE', 'test.tsv', True),
+    ('SST-2', 'test.tsv', True),
+    ('mpqa', 'test.csv', False),
+    ('subj', 'test.csv', False),
 )
 LICENCES = (
     ('MRPC', 'glue/MRPC/Microsoft_Shared_Source_License.htm'),
@@ -162,6 +175,20 @@ def mnli_dev_text(rows) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def main_fewshot(shared: Path) -> None:
+  source = shared / 'few-shot-list'
+  for task in FEWSHOT_TASKS:
+    for seed in FEWSHOT_SEEDS:
+      folder = f'{task}/{FEWSHOT_K}-{seed}'
+      (FEWSHOT_OUT / folder).mkdir(parents=True, exist_ok=True)
+      for path in (source / folder).iterdir():  # train.tsv or train.csv
+        shutil.copyfile(path, FEWSHOT_OUT / folder / path.name)
+  for task, name, header in FEWSHOT_TESTS:
+    text = (source / task / name).read_bytes().decode('utf-8')
+    (FEWSHOT_OUT / task / name).write_bytes(
+        sample_file(text, FEWSHOT_TEST_ROWS, header).encode('utf-8'))
+
+
 def main(shared: Path) -> None:
   for task, name, source, k, header in PLAN:
     (OUT / task).mkdir(parents=True, exist_ok=True)
@@ -172,6 +199,7 @@ def main(shared: Path) -> None:
   (OUT / 'MNLI').mkdir(parents=True, exist_ok=True)
   for name, rows in MNLI_DEV.items():
     (OUT / 'MNLI' / name).write_text(mnli_dev_text(rows), encoding='utf-8')
+  main_fewshot(shared)
 
 
 if __name__ == '__main__':
