@@ -61,6 +61,12 @@ def export_run(run: Any, params: Any, out_dir: str | os.PathLike, *,
       'labels': list(task.labels) if task.labels is not None else None,
       'num_labels': task.num_labels,
       'text_columns': list(task.text_columns),
+      'head': run.model.head,
+      'label_word_ids': list(run.model.label_word_ids),
+      # The prompt that renders inputs for a prompt-head model (None for a classifier).
+      'prompt': ({'template': config.prompt.template,
+                  'label_words': dict(config.prompt.label_words)}
+                 if run.model.head == 'prompt' else None),
       # How the task is scored, so that `predict` can score new labelled data (a custom
       # task is not in the registry).
       'task_metrics': list(task.metrics),
@@ -106,8 +112,11 @@ def load_export(export_dir: str | os.PathLike, *, base_checkpoint: str | None = 
   fields['lora_targets'] = tuple(fields['lora_targets'])
   adaptation = AdaptationConfig(**fields)
   model, params, _ = from_pretrained(base_checkpoint or info['base_checkpoint'],
-                                     adaptation=adaptation, head='classifier',
-                                     num_labels=info['num_labels'], dtype=dtype)
+                                     adaptation=adaptation,
+                                     head=info.get('head', 'classifier'),
+                                     num_labels=info['num_labels'],
+                                     label_word_ids=tuple(info.get('label_word_ids', ())),
+                                     dtype=dtype)
   tensors = load_file(str(Path(export_dir) / TENSORS))
   flat = traverse_util.flatten_dict(params)
   for key, value in tensors.items():

@@ -26,7 +26,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from adamix_jax import export, inference
+from adamix_jax import export, inference, prompts
 from adamix_jax.data import metrics as metrics_lib, pipeline, readers
 from adamix_jax.data.readers import DataError, Example
 from adamix_jax.data.tasks import TaskSpec, custom_task, get_task
@@ -202,7 +202,12 @@ class Predictor:
   def predict(self, examples: Sequence[Example]) -> np.ndarray:
     """Probabilities [n, C] (regression: scores [n]) for `examples`, in their order."""
     tokenizer, params, forward = self._loaded
-    dataset = pipeline.tokenize_examples(examples, tokenizer, self.info['max_length'])
+    if self.info.get('prompt'):
+      spec = prompts.PromptSpec.from_config(self.info['prompt'])
+      dataset = prompts.tokenize_prompt_examples(examples, spec, tokenizer,
+                                                 self.info['max_length'])
+    else:
+      dataset = pipeline.tokenize_examples(examples, tokenizer, self.info['max_length'])
     outputs = []
     for batch in pipeline.eval_batches(dataset, self.batch_size, bucket_size=self.bucket_size,
                                        process_index=0, process_count=1):

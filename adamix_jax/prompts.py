@@ -135,8 +135,8 @@ class PromptSpec:
   @classmethod
   def from_config(cls, prompt_cfg: Any) -> PromptSpec:
     """From the `config.prompt` block (fields `template`, `label_words`)."""
-    template = getattr(prompt_cfg, 'template', '') or ''
-    words = getattr(prompt_cfg, 'label_words', None) or {}
+    template = prompt_cfg.get('template', '') or ''  # a ConfigDict or a plain dict
+    words = prompt_cfg.get('label_words', None) or {}
     if hasattr(words, 'to_dict'):
       words = words.to_dict()
     if not template.strip() or not words:

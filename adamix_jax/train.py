@@ -29,7 +29,7 @@ from flax import traverse_util
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from adamix_jax import consistency, inference, merging, methods, optim
+from adamix_jax import consistency, inference, merging, methods, optim, prompts
 from adamix_jax.adapters import AdaptationConfig
 from adamix_jax.data import metrics as metrics_lib, pipeline, readers
 from adamix_jax.data.tasks import TaskSpec
@@ -85,6 +85,11 @@ def validate_config(config: ml_collections.ConfigDict, hidden_size: int | None =
     raise ValueError(f'config.adapter.num_experts={a.num_experts} must be >= 1')
   if config.method in ('lora', 'adamix_lora') and a.lora_rank <= 0:
     raise ValueError(f'config.adapter.lora_rank={a.lora_rank} must be >= 1')
+  if config.model.head not in ('classifier', 'prompt'):
+    raise ValueError(f'config.model.head={config.model.head!r}: choose classifier or prompt')
+  if config.model.head == 'prompt' and config.method == 'head_only':
+    raise ValueError('method=head_only with model.head=prompt trains nothing: the MLM head '
+                     'stays frozen. Use head=classifier, or another method.')
   if config.eval_mode not in ('merged', 'random', 'expert', 'ensemble'):
     raise ValueError(f'config.eval_mode={config.eval_mode!r}: choose merged, random, expert '
                      'or ensemble')
@@ -315,15 +320,35 @@ def _check_finite(step: int, metrics: TrainMetrics) -> None:
         'is kept in the workdir. Lower the learning rate or enable config.grad_clip_norm.')
 
 
+def _data_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """config.data, with a few-shot split seed of 0 meaning the run's seed (so a sweep over
+  seeds walks over the <K>-<seed> splits, as the few-shot protocol does)."""
+  data = ml_collections.ConfigDict(config.data.to_dict())
+  if data.source in ('fewshot_list', 'lmbff', 'sample') and not data.get('fewshot_seed'):
+    data.fewshot_seed = int(config.seed)
+  return data
+
+
 def _load_data(config, tokenizer) -> tuple[TaskSpec, pipeline.TokenizedDataset,
-                                           dict[str, pipeline.TokenizedDataset]]:
-  task, train_examples = readers.load_examples(config.data, 'train')
+                                           dict[str, pipeline.TokenizedDataset],
+                                           tuple[int, ...]]:
+  """Reads and tokenizes every split; returns also the prompt's label-word ids (or ())."""
+  data_config = _data_config(config)
+  task, train_examples = readers.load_examples(data_config, 'train')
+  word_ids: tuple[int, ...] = ()
+  if config.model.head == 'prompt':
+    spec = prompts.PromptSpec.from_config(config.prompt)
+    word_ids = prompts.label_word_ids(spec, task, tokenizer)
+    tokenize = functools.partial(prompts.tokenize_prompt_examples, spec=spec)
+  else:
+    tokenize = pipeline.tokenize_examples
   eval_sets = {}
   for split in task.eval_splits:
-    _, examples = readers.load_examples(config.data, split)
-    eval_sets[split] = pipeline.tokenize_examples(examples, tokenizer, config.data.max_length)
-  train_set = pipeline.tokenize_examples(train_examples, tokenizer, config.data.max_length)
-  return task, train_set, eval_sets
+    _, examples = readers.load_examples(data_config, split)
+    eval_sets[split] = tokenize(examples, tokenizer=tokenizer,
+                                max_length=config.data.max_length)
+  train_set = tokenize(train_examples, tokenizer=tokenizer, max_length=config.data.max_length)
+  return task, train_set, eval_sets, word_ids
 
 
 def build_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> tuple[_Run, Any]:
@@ -334,9 +359,10 @@ def build_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
   from adamix_jax import hf_checkpoint  # pylint: disable=import-outside-toplevel
   model_dir = hf_checkpoint.resolve_model_dir(config.model.checkpoint)
   tokenizer = pipeline.load_tokenizer(model_dir)
-  task, train_set, eval_sets = _load_data(config, tokenizer)
+  task, train_set, eval_sets, word_ids = _load_data(config, tokenizer)
   model, params, report = from_pretrained(
-      model_dir, adaptation=adaptation, head='classifier', num_labels=task.num_labels,
+      model_dir, adaptation=adaptation, head=config.model.head, num_labels=task.num_labels,
+      label_word_ids=word_ids,
       dtype=jnp.dtype(config.model.dtype), rng=jax.random.PRNGKey(config.seed),
       allow_pickle=config.model.allow_pickle)
   validate_config(config, hidden_size=model.config.hidden_size, num_devices=mesh.size)

@@ -75,3 +75,14 @@ def save_tiny_checkpoint_with_tokenizer(path: Path, model_type: str = 'bert',
 def tiny_checkpoint(tmp_path_factory, minilm_dir) -> Path:
   return save_tiny_checkpoint_with_tokenizer(tmp_path_factory.mktemp('tiny_bert'),
                                              tokenizer_dir=minilm_dir)
+
+
+@pytest.fixture(scope='session')
+def tiny_mlm_checkpoint(tmp_path_factory, minilm_dir) -> Path:
+  """A tiny random BertForMaskedLM (MLM head included) with the real MiniLM tokenizer."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  path = tmp_path_factory.mktemp('tiny_bert_mlm')
+  save_tiny_checkpoint(path, 'bert', 'mlm', seed=3, vocab_size=30522)
+  for name in TOKENIZER_FILES:
+    shutil.copy(Path(minilm_dir) / name, path / name)
+  return path

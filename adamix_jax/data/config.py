@@ -30,7 +30,8 @@ def default_data_config() -> ml_collections.ConfigDict:
   # total; LM-BFF 16 per class). sample: examples to draw (see fewshot_per_class).
   data.fewshot_k = 0
   # fewshot_list / lmbff: seed of the <K>-<seed> folder (LiST 1-5; LM-BFF 13, 21,
-  # 42, 87, 100). sample: the numpy seed of the draw.
+  # 42, 87, 100). sample: the numpy seed of the draw. 0 = the run's seed (config.seed)
+  # when training, so a sweep over seeds walks over the splits.
   data.fewshot_seed = 0
   # sample only: draw fewshot_k examples of every class (LM-BFF's K) instead of
   # fewshot_k in total (LiST's and the AdaMix paper's K).

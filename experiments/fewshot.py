@@ -1,0 +1,66 @@
+"""The few-shot protocol: tasks x methods x seeds 1-5 on the LiST splits, then the report.
+
+  python -m experiments.fewshot --workdir=ROOT --data_dir=../shared/data/few-shot-list \
+      --tasks=sst2,subj,mpqa,rte --methods=adamix,adapter,lora,full [--seeds=1,2,3,4,5] \
+      [--override=model.checkpoint=/path/to/roberta-large --override=num_train_steps=500]
+
+Each task trains with configs/fewshot/<task>.py (LM-BFF template and label words, K = 30
+examples in total, a fixed number of steps, no dev set); seed s trains on split 30-s and
+is evaluated once, at the end, on the task's test file. ROOT/report/ gets the mean ± std
+table (final metrics) as Markdown, CSV and a plot. Finished runs are skipped on re-runs.
+"""
+
+from absl import app, flags
+
+from adamix_jax import distributed, report, sweep
+from configs.presets import method_preset
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Root of the runs: ROOT/<task>/<method>/seed_<seed>.')
+flags.DEFINE_list('tasks', ['mnli', 'rte', 'qqp', 'sst2', 'subj', 'mpqa'],
+                  'Tasks with a configs/fewshot/<task>.py.')
+flags.DEFINE_list('methods', ['adamix', 'adapter', 'lora', 'full'], 'Methods.')
+flags.DEFINE_list('seeds', ['1', '2', '3', '4', '5'], 'Seeds (= LiST split seeds).')
+flags.DEFINE_string('data_dir', '', 'The LiST few-shot folder (<task>/<K>-<seed>/train.*, '
+                    '<task>/test.*); empty: the bundled copy (test files cut to 100 rows).')
+flags.DEFINE_multi_string('override', [], 'A config override field=value (repeatable), '
+                          'e.g. model.checkpoint=/models/roberta-large.')
+flags.mark_flags_as_required(['workdir'])
+
+
+def _parse(value: str):
+  for cast in (int, float):
+    try:
+      return cast(value)
+    except ValueError:
+      pass
+  return {'true': True, 'false': False}.get(value.lower(), value)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  distributed.initialize_from_environment()
+  overrides = {}
+  for item in FLAGS.override:
+    field, sep, value = item.partition('=')
+    if not sep:
+      raise app.UsageError(f'--override={item!r}: expected field=value')
+    overrides[field] = _parse(value)
+  if FLAGS.data_dir:
+    overrides['data.data_dir'] = FLAGS.data_dir
+  runs = []
+  for task in FLAGS.tasks:
+    runs += sweep.plan(f'configs/fewshot/{task}.py', FLAGS.workdir, tasks=[task],
+                       methods=FLAGS.methods, seeds=[int(s) for s in FLAGS.seeds],
+                       overrides=overrides, preset=method_preset)
+  outcome = sweep.run_sweep(runs)
+  paths = report.write_report(FLAGS.workdir, f'{FLAGS.workdir}/report', which='final')
+  print(paths['markdown'].read_text())
+  if outcome['failed']:
+    raise SystemExit(f"{len(outcome['failed'])} runs failed: "
+                     f"{[str(r.workdir) for r in outcome['failed']]}")
+
+
+if __name__ == '__main__':
+  app.run(main)

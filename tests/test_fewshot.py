@@ -1,0 +1,77 @@
+"""The few-shot protocol end to end: prompt head, LiST splits, every method, 2 seeds, report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from adamix_jax import report, sweep, train
+from configs.fewshot import sst2
+from configs.presets import method_preset
+
+METHODS = ('adamix', 'adamix_lora', 'adapter', 'lora', 'bitfit', 'full')
+
+
+def test_fewshot_protocol_every_method_two_seeds_report(tiny_mlm_checkpoint, tmp_path):
+  overrides = {
+      'model.checkpoint': str(tiny_mlm_checkpoint), 'num_train_steps': 2,
+      'eval_every_steps': 2, 'checkpoint_every_steps': 2, 'data.max_length': 32,
+      'adapter.adapter_size': 4, 'adapter.lora_rank': 2, 'export': False,
+  }
+  runs = sweep.plan('configs/fewshot/sst2.py', tmp_path, tasks=['sst2'], methods=METHODS,
+                    seeds=[1, 2], overrides=overrides, preset=method_preset)
+  outcome = sweep.run_sweep(runs)
+  assert not outcome['failed'] and len(outcome['trained']) == 12
+  for run in runs:
+    results = json.loads((run.workdir / 'results.json').read_text())
+    assert results['final']['step'] == 2
+    assert 0 <= results['final']['metrics']['accuracy'] <= 1
+    # Seed s trained on LiST split 30-s and was scored on the test file only.
+    config = json.loads((run.workdir / 'config.json').read_text())
+    assert config['model']['head'] == 'prompt' and config['seed'] == run.seed
+  paths = report.write_report(tmp_path, tmp_path / 'report', which='final')
+  table = paths['markdown'].read_text()
+  for method in METHODS:
+    row = next(line for line in table.splitlines() if line.startswith(f'| {method} '))
+    assert '±' in row, row  # mean ± std over the two seeds
+  assert paths['plot'].read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_fewshot_seed_follows_run_seed():
+  config = sst2.get_config()
+  config.seed = 4
+  assert train._data_config(config).fewshot_seed == 4
+  config.data.fewshot_seed = 2
+  assert train._data_config(config).fewshot_seed == 2
+
+
+def test_prompt_head_with_head_only_is_refused(tiny_mlm_checkpoint):
+  config = sst2.get_config()
+  config.method = 'head_only'
+  with pytest.raises(ValueError, match='trains nothing'):
+    train.validate_config(config)
+
+
+def test_encoder_only_checkpoint_cannot_prompt(tiny_checkpoint, tmp_path):
+  config = sst2.get_config()
+  config.model.checkpoint = str(tiny_checkpoint)
+  config.num_train_steps = 1
+  with pytest.raises(ValueError, match='no MLM head'):
+    train.train_and_evaluate(config, tmp_path)
+
+
+@pytest.mark.parametrize('method, trained', [('adamix', False), ('lora', False),
+                                             ('bitfit', False), ('full', True)])
+def test_mlm_head_stays_frozen_unless_full(method, trained):
+  from adamix_jax import methods
+  params = {'backbone': {'layer_0': {'output': {'dense': {'bias': 0, 'kernel': 0},
+                                                'adapter': {'down_kernel': 0}},
+                                     'attention': {'self': {'query': {'lora_a': 0}}}}},
+            'mlm_head': {'bias': 0, 'dense': {'kernel': 0, 'bias': 0}}}
+  import numpy as np
+  from flax import traverse_util
+  params = traverse_util.unflatten_dict({k: np.zeros(2) for k in
+                                         traverse_util.flatten_dict(params)})
+  flat = traverse_util.flatten_dict(methods.trainable_mask(params, method))
+  assert {v for k, v in flat.items() if k[0] == 'mlm_head'} == {trained}
