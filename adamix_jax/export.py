@@ -27,6 +27,7 @@ from safetensors.numpy import load_file, save_file
 
 from adamix_jax import merging, methods
 from adamix_jax.adapters import AdaptationConfig
+from adamix_jax.data.tasks import TaskSpec
 from adamix_jax.model import Model, from_pretrained
 
 TENSORS = 'adapter.safetensors'
@@ -50,35 +51,53 @@ def export_run(run: Any, params: Any, out_dir: str | os.PathLike, *,
   flat = traverse_util.flatten_dict(params)
   flat_mask = traverse_util.flatten_dict(mask)
   tensors = {'/'.join(k): np.asarray(v, np.float32) for k, v in flat.items() if flat_mask[k]}
-  task = run.task
+  model = run.model
+  return write_export(
+      out_dir, tensors, base_checkpoint=str(config.model.checkpoint), method=config.method,
+      merged_method=method, adaptation=adaptation, task=run.task,
+      max_length=int(config.data.max_length), dtype=str(config.model.dtype),
+      head=model.head, label_word_ids=model.label_word_ids,
+      # The prompt that renders inputs for a prompt-head model (None for a classifier).
+      prompt=({'template': config.prompt.template,
+               'label_words': dict(config.prompt.label_words)}
+              if model.head == 'prompt' else None),
+      metrics=metrics)
+
+
+def write_export(out_dir: str | os.PathLike, tensors: dict[str, np.ndarray], *,
+                 base_checkpoint: str, method: str, merged_method: str,
+                 adaptation: AdaptationConfig, task: TaskSpec, max_length: int,
+                 dtype: str = 'float32', head: str = 'classifier',
+                 label_word_ids: tuple[int, ...] = (), prompt: dict[str, Any] | None = None,
+                 metrics: dict[str, float] | None = None) -> Path:
+  """Writes an export directory: `tensors` ('/'-joined paths) and the export.json that
+  rebuilds the model around them (`load_export`)."""
   info = {
       'format_version': FORMAT_VERSION,
-      'base_checkpoint': str(config.model.checkpoint),
-      'method': config.method,
-      'merged_method': method,
+      'base_checkpoint': base_checkpoint,
+      'method': method,
+      'merged_method': merged_method,
       'adaptation': _adaptation_to_json(adaptation),
       'task': task.name,
       'labels': list(task.labels) if task.labels is not None else None,
       'num_labels': task.num_labels,
       'text_columns': list(task.text_columns),
-      'head': run.model.head,
-      'label_word_ids': list(run.model.label_word_ids),
-      # The prompt that renders inputs for a prompt-head model (None for a classifier).
-      'prompt': ({'template': config.prompt.template,
-                  'label_words': dict(config.prompt.label_words)}
-                 if run.model.head == 'prompt' else None),
+      'head': head,
+      'label_word_ids': list(label_word_ids),
+      'prompt': prompt,
       # How the task is scored, so that `predict` can score new labelled data (a custom
       # task is not in the registry).
       'task_metrics': list(task.metrics),
       'selection_metric': task.selection_metric,
-      'max_length': int(config.data.max_length),
-      'dtype': str(config.model.dtype),
+      'max_length': int(max_length),
+      'dtype': dtype,
       'shapes': {k: list(v.shape) for k, v in tensors.items()},
       'metrics': metrics or {},
   }
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  save_file(tensors, str(out / TENSORS))
+  # safetensors' numpy writer copies raw memory: a transposed view would be saved scrambled.
+  save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(out / TENSORS))
   (out / INFO).write_text(json.dumps(info, indent=2))
   return out
 

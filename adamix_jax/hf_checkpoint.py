@@ -228,6 +228,35 @@ def _to_numpy(state: dict[str, Any]) -> dict[str, np.ndarray]:
   return out
 
 
+def param_path(key: str, config: EncoderConfig) -> tuple[tuple[str, ...], str] | None:
+  """Our parameter path of one HF key (with or without the `bert.`/`roberta.` prefix) and
+  its kind ('linear': transpose, 'embed', 'vector'); None for a key no rule maps."""
+  mt = config.model_type
+  k = key[len(mt) + 1:] if key.startswith(f'{mt}.') else key
+  for hf_re, _, _, ours, kind in _COMPILED[mt]:
+    m = hf_re.match(k)
+    if m:
+      path = ours.replace('{i}', m.group(1)) if m.groups() else ours
+      return tuple(path.split('/')), kind
+  return None
+
+
+def hf_key(path: tuple[str, ...], config: EncoderConfig, *,
+           prefix: bool = True) -> tuple[str, str] | None:
+  """The HF key of one parameter path and its kind; None for a parameter that has none
+  (adapters, LoRA factors). `prefix`: `bert.`/`roberta.` before base-model keys."""
+  mt = config.model_type
+  joined = '/'.join(path)
+  for _, hf, ours_re, _, kind in _COMPILED[mt]:
+    m = ours_re.match(joined)
+    if m:
+      key = hf.replace('{i}', m.group(1)) if m.groups() else hf
+      if prefix and joined.startswith('backbone/'):
+        key = f'{mt}.{key}'
+      return key, kind
+  return None
+
+
 def hf_to_params(state: dict[str, np.ndarray], config: EncoderConfig,
                  source: str = 'checkpoint') -> tuple[dict[tuple[str, ...], np.ndarray],
                                                       list[str], list[str]]:
@@ -240,14 +269,12 @@ def hf_to_params(state: dict[str, np.ndarray], config: EncoderConfig,
     if any(re.fullmatch(p, k) for p in _IGNORED[mt]):
       ignored.append(key)
       continue
-    for hf_re, _, _, ours, kind in _COMPILED[mt]:
-      m = hf_re.match(k)
-      if m:
-        path = ours.replace('{i}', m.group(1)) if m.groups() else ours
-        params[tuple(path.split('/'))] = value.T if kind == 'linear' else value
-        break
-    else:
+    mapped = param_path(key, config)
+    if mapped is None:
       unknown.append(key)
+      continue
+    path, kind = mapped
+    params[path] = value.T if kind == 'linear' else value
   return params, ignored, unknown
 
 
@@ -259,19 +286,13 @@ def params_to_hf(params: dict[str, Any], config: EncoderConfig, *,
     params: our parameter tree; adapter/LoRA parameters are not HF keys and are skipped.
     prefix: prepend `bert.`/`roberta.` to base-model keys (task-model layout).
   """
-  mt = config.model_type
   out = {}
   for path, value in traverse_util.flatten_dict(params).items():
-    joined = '/'.join(path)
-    for _, hf, ours_re, _, kind in _COMPILED[mt]:
-      m = ours_re.match(joined)
-      if m:
-        key = hf.replace('{i}', m.group(1)) if m.groups() else hf
-        if prefix and joined.startswith('backbone/'):
-          key = f'{mt}.{key}'
-        v = np.asarray(value, dtype=np.float32)
-        out[key] = np.ascontiguousarray(v.T if kind == 'linear' else v)
-        break
+    mapped = hf_key(path, config, prefix=prefix)
+    if mapped is not None:
+      key, kind = mapped
+      v = np.asarray(value, dtype=np.float32)
+      out[key] = np.ascontiguousarray(v.T if kind == 'linear' else v)
   return out
 
 

@@ -21,18 +21,31 @@ from adamix_jax.routing import Routing
 HEADS = ('classifier', 'mlm', 'prompt', 'none')
 
 
+POOLINGS = ('cls', 'mean')
+
+
 class ClassificationHead(nn.Module):
+  """The task head. `pooling='cls'` is transformers' head (above); `pooling='mean'` averages
+  the non-padding token states into `out_proj`, for encoders trained for mean-pooled
+  sentence embeddings (sentence-transformers models such as the bundled MiniLM)."""
+
   config: EncoderConfig
   num_labels: int
+  pooling: str = 'cls'
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, sequence_output, pooled_output, deterministic: bool):
+  def __call__(self, sequence_output, pooled_output, attention_mask, deterministic: bool):
     cfg = self.config
     rate = cfg.classifier_dropout if cfg.classifier_dropout is not None else (
         cfg.hidden_dropout_prob)
     init = nn.initializers.normal(cfg.initializer_range)
-    if cfg.is_roberta:
+    if self.pooling == 'mean':
+      mask = attention_mask[..., None].astype(jnp.float32)
+      x = (sequence_output.astype(jnp.float32) * mask).sum(1) / jnp.maximum(mask.sum(1), 1.0)
+      x = nn.Dropout(rate)(x.astype(self.dtype), deterministic=deterministic)
+      logits = nn.Dense(self.num_labels, dtype=self.dtype, kernel_init=init, name='out_proj')(x)
+    elif cfg.is_roberta:
       x = nn.Dropout(rate)(sequence_output[:, 0], deterministic=deterministic)
       x = jnp.tanh(nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=init,
                             name='dense')(x))
@@ -75,6 +88,8 @@ class Model(nn.Module):
       every position), 'prompt' (MLM logits of `label_word_ids` at `mask_positions`) or
       'none' (returns the encoder's `(sequence_output, pooled_output)`).
     num_labels: classifier outputs.
+    pooling: the classifier's input: 'cls' (transformers' heads) or 'mean' (masked mean of
+      the token states, for sentence-embedding encoders).
     label_word_ids: vocabulary ids of the verbalizer's label words, one per label (prompt
       head).
     dtype: compute dtype (parameters stay float32).
@@ -85,28 +100,34 @@ class Model(nn.Module):
   head: str = 'classifier'
   num_labels: int = 2
   label_word_ids: tuple[int, ...] = ()
+  pooling: str = 'cls'
   dtype: jnp.dtype = jnp.float32
 
   def setup(self):
     if self.head not in HEADS:
       raise ValueError(f'Unknown head {self.head!r}; supported: {HEADS}')
-    add_pooler = self.head == 'none' or (self.head == 'classifier' and
-                                         not self.config.is_roberta)
+    if self.pooling not in POOLINGS:
+      raise ValueError(f'Unknown pooling {self.pooling!r}; supported: {POOLINGS}')
+    add_pooler = self.head == 'none' or (self.head == 'classifier' and self.pooling == 'cls'
+                                         and not self.config.is_roberta)
     self.backbone = Encoder(self.config, self.adaptation, add_pooler=add_pooler,
                             dtype=self.dtype)
     if self.head == 'classifier':
-      self.classifier = ClassificationHead(self.config, self.num_labels, self.dtype)
+      self.classifier = ClassificationHead(self.config, self.num_labels, self.pooling,
+                                           self.dtype)
     elif self.head in ('mlm', 'prompt'):
       self.mlm_head = MLMHead(self.config, self.dtype)
 
   def __call__(self, input_ids, attention_mask=None, token_type_ids=None, mask_positions=None,
                *, routing: Routing = Routing(), deterministic: bool = True):
+    if attention_mask is None:
+      attention_mask = jnp.ones_like(input_ids)
     h, pooled = self.backbone(input_ids, attention_mask, token_type_ids, routing=routing,
                               deterministic=deterministic)
     if self.head == 'none':
       return h, pooled
     if self.head == 'classifier':
-      return self.classifier(h, pooled, deterministic)
+      return self.classifier(h, pooled, attention_mask, deterministic)
     embeddings = self.backbone.word_embedding_matrix()
     if self.head == 'mlm':
       return self.mlm_head(h, embeddings)
@@ -128,7 +149,8 @@ def init_params(model: Model, rng: jax.Array, seq_len: int = 8) -> dict:
 
 def from_pretrained(name_or_path, *, adaptation: AdaptationConfig = AdaptationConfig(),
                     head: str = 'classifier', num_labels: int = 2,
-                    label_word_ids: tuple[int, ...] = (), dtype=jnp.float32,
+                    label_word_ids: tuple[int, ...] = (), pooling: str = 'cls',
+                    dtype=jnp.float32,
                     rng: jax.Array | None = None, allow_pickle: bool = False):
   """A model and its parameters: pretrained tensors where the checkpoint has them, fresh
   initialisation for adapters, LoRA and the task head.
@@ -140,7 +162,7 @@ def from_pretrained(name_or_path, *, adaptation: AdaptationConfig = AdaptationCo
   config, pretrained, ignored, source = hf_checkpoint.load_pretrained(
       name_or_path, allow_pickle=allow_pickle)
   model = Model(config, adaptation, head=head, num_labels=num_labels,
-                label_word_ids=tuple(label_word_ids), dtype=dtype)
+                label_word_ids=tuple(label_word_ids), pooling=pooling, dtype=dtype)
   rng = jax.random.PRNGKey(0) if rng is None else rng
   params, report = hf_checkpoint.merge_pretrained(init_params(model, rng), pretrained,
                                                   source=source, ignored=ignored)

@@ -87,6 +87,8 @@ def validate_config(config: ml_collections.ConfigDict, hidden_size: int | None =
     raise ValueError(f'config.adapter.lora_rank={a.lora_rank} must be >= 1')
   if config.model.head not in ('classifier', 'prompt'):
     raise ValueError(f'config.model.head={config.model.head!r}: choose classifier or prompt')
+  if config.model.pooling not in ('cls', 'mean'):
+    raise ValueError(f'config.model.pooling={config.model.pooling!r}: choose cls or mean')
   if config.model.head == 'prompt' and config.method == 'head_only':
     raise ValueError('method=head_only with model.head=prompt trains nothing: the MLM head '
                      'stays frozen. Use head=classifier, or another method.')
@@ -231,6 +233,7 @@ def _run_meta(config: ml_collections.ConfigDict, run_task: TaskSpec,
   """What a workdir's checkpoint must agree with to be resumed."""
   return {
       'checkpoint': str(config.model.checkpoint),
+      'peft_adapter': str(config.model.peft_adapter),
       'method': config.method,
       'adaptation': {k: list(v) if isinstance(v, tuple) else v
                      for k, v in dataclasses.asdict(adaptation).items()},
@@ -362,9 +365,13 @@ def build_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
   task, train_set, eval_sets, word_ids = _load_data(config, tokenizer)
   model, params, report = from_pretrained(
       model_dir, adaptation=adaptation, head=config.model.head, num_labels=task.num_labels,
-      label_word_ids=word_ids,
+      label_word_ids=word_ids, pooling=config.model.pooling,
       dtype=jnp.dtype(config.model.dtype), rng=jax.random.PRNGKey(config.seed),
       allow_pickle=config.model.allow_pickle)
+  if config.model.peft_adapter:
+    from adamix_jax.interop import peft_io  # pylint: disable=import-outside-toplevel
+    params = peft_io.overlay_peft(params, adaptation, model.config,
+                                  peft_io.read_peft(config.model.peft_adapter))
   validate_config(config, hidden_size=model.config.hidden_size, num_devices=mesh.size)
   logging.info('%s', report.summary())
   mask = methods.trainable_mask(params, config.method,

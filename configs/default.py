@@ -21,6 +21,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.checkpoint = 'sentence-transformers/all-MiniLM-L6-v2'
   # Load pytorch_model.bin (pickle: runs code on load) when no safetensors file exists.
   config.model.allow_pickle = False
+  # A PEFT LoRA adapter directory to start from (method lora, or adamix_lora: every expert
+  # starts as the adapter); its r, lora_alpha / r and targets must equal config.adapter's.
+  config.model.peft_adapter = ''
   # Compute dtype: 'float32', or 'bfloat16' on TPU/GPU (params, LayerNorm and softmax stay
   # float32).
   config.model.dtype = 'float32'
@@ -30,6 +33,10 @@ def get_config() -> ml_collections.ConfigDict:
   # the checkpoint's pretrained MLM head scores one label word per class at the mask;
   # needs a checkpoint with an MLM head, e.g. roberta-large, and a classification task).
   config.model.head = 'classifier'
+  # Classifier input: 'cls' (transformers' heads: BERT's pooler, RoBERTa's dense+tanh on
+  # <s>) or 'mean' (masked mean of the token states; for encoders trained for mean-pooled
+  # sentence embeddings, like the bundled MiniLM). Exports to transformers need 'cls'.
+  config.model.pooling = 'cls'
 
   # ---- method ------------------------------------------------------------------------
   # adamix | adamix_lora | adapter | lora | bitfit | full | head_only

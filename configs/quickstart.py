@@ -11,6 +11,9 @@ from configs import default
 
 def get_config():
   config = default.get_config()
+  # all-MiniLM-L6-v2 was trained for mean-pooled sentence embeddings (its
+  # 1_Pooling/config.json): its [CLS] state and pooler carry little of the sentence.
+  config.model.pooling = 'mean'
   config.method = 'adamix'
   config.adapter.adapter_size = 32
   config.adapter.num_experts = 4

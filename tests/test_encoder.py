@@ -144,3 +144,24 @@ def test_dropout_is_active_only_when_not_deterministic(tmp_path):
                      rngs={'dropout': jax.random.PRNGKey(1)})
   np.testing.assert_array_equal(a, b)
   assert not np.allclose(a, c)
+
+
+def test_mean_pooling_head_is_the_masked_mean_of_token_states():
+  from adamix_jax.encoder import EncoderConfig
+  cfg = EncoderConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                      num_attention_heads=2, intermediate_size=20, max_position_embeddings=16)
+  model = model_lib.Model(cfg, head='classifier', num_labels=3, pooling='mean')
+  params = model_lib.init_params(model, jax.random.PRNGKey(0))
+  assert 'pooler' not in params['backbone']
+  ids = jnp.array([[5, 6, 7, 0, 0], [8, 9, 10, 11, 12]])
+  mask = (ids != 0).astype(jnp.int32)
+  logits = model.apply({'params': params}, ids, mask)
+  base = model_lib.Model(cfg, head='none', pooling='mean')
+  hidden, _ = base.apply({'params': {'backbone': {**params['backbone'], 'pooler': {
+      'kernel': jnp.zeros((16, 16)), 'bias': jnp.zeros(16)}}}}, ids, mask)
+  pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+  out = params['classifier']['out_proj']
+  np.testing.assert_allclose(logits, pooled @ out['kernel'] + out['bias'], atol=1e-5)
+  # Padding does not change the prediction of the first example.
+  alone = model.apply({'params': params}, ids[:1, :3], mask[:1, :3])
+  np.testing.assert_allclose(logits[:1], alone, atol=1e-5)
