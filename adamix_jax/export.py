@@ -39,11 +39,19 @@ _MERGED_METHOD = {'adamix': 'adapter', 'adamix_lora': 'lora'}
 
 
 def export_run(run: Any, params: Any, out_dir: str | os.PathLike, *,
-               metrics: dict[str, float] | None = None) -> Path:
-  """Merges the experts (if any) and writes the trained tensors + export.json."""
+               metrics: dict[str, float] | None = None,
+               merged_adaptation: AdaptationConfig | None = None) -> Path:
+  """Writes the trained tensors + export.json.
+
+  Args:
+    params: the run's parameters; for a mixture, merged here with the mean unless
+      `merged_adaptation` says they were merged already (e.g. Fisher-weighted).
+  """
   config = run.config
   adaptation = run.adaptation
-  if adaptation.is_mixture:
+  if merged_adaptation is not None:
+    adaptation = merged_adaptation
+  elif adaptation.is_mixture:
     params, adaptation = merging.merge_experts(params, adaptation,
                                                lora_merge=config.lora_merge)
   method = _MERGED_METHOD.get(config.method, config.method)
@@ -56,7 +64,7 @@ def export_run(run: Any, params: Any, out_dir: str | os.PathLike, *,
       out_dir, tensors, base_checkpoint=str(config.model.checkpoint), method=config.method,
       merged_method=method, adaptation=adaptation, task=run.task,
       max_length=int(config.data.max_length), dtype=str(config.model.dtype),
-      head=model.head, label_word_ids=model.label_word_ids,
+      head=model.head, label_word_ids=model.label_word_ids, pooling=model.pooling,
       # The prompt that renders inputs for a prompt-head model (None for a classifier).
       prompt=({'template': config.prompt.template,
                'label_words': dict(config.prompt.label_words)}
@@ -68,7 +76,8 @@ def write_export(out_dir: str | os.PathLike, tensors: dict[str, np.ndarray], *,
                  base_checkpoint: str, method: str, merged_method: str,
                  adaptation: AdaptationConfig, task: TaskSpec, max_length: int,
                  dtype: str = 'float32', head: str = 'classifier',
-                 label_word_ids: tuple[int, ...] = (), prompt: dict[str, Any] | None = None,
+                 label_word_ids: tuple[int, ...] = (), pooling: str = 'cls',
+                 prompt: dict[str, Any] | None = None,
                  metrics: dict[str, float] | None = None) -> Path:
   """Writes an export directory: `tensors` ('/'-joined paths) and the export.json that
   rebuilds the model around them (`load_export`)."""
@@ -83,6 +92,7 @@ def write_export(out_dir: str | os.PathLike, tensors: dict[str, np.ndarray], *,
       'num_labels': task.num_labels,
       'text_columns': list(task.text_columns),
       'head': head,
+      'pooling': pooling,
       'label_word_ids': list(label_word_ids),
       'prompt': prompt,
       # How the task is scored, so that `predict` can score new labelled data (a custom
@@ -135,7 +145,7 @@ def load_export(export_dir: str | os.PathLike, *, base_checkpoint: str | None = 
                                      head=info.get('head', 'classifier'),
                                      num_labels=info['num_labels'],
                                      label_word_ids=tuple(info.get('label_word_ids', ())),
-                                     dtype=dtype)
+                                     pooling=info.get('pooling', 'cls'), dtype=dtype)
   tensors = load_file(str(Path(export_dir) / TENSORS))
   flat = traverse_util.flatten_dict(params)
   for key, value in tensors.items():

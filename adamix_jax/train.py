@@ -251,15 +251,36 @@ def _check_meta(saved: dict[str, Any], current: dict[str, Any], where: Path) -> 
         '; '.join(diffs) + '. Use another --workdir (nothing was overwritten).')
 
 
-def evaluate(run: _Run, params: Any, *, step: int) -> dict[str, float]:
-  """Scores every eval split over all of its examples exactly once."""
+def merge_for_inference(run: _Run, params: Any) -> tuple[Any, AdaptationConfig]:
+  """The experts merged into one adapter: the mean (AdaMix), or Fisher-weighted with the
+  Fisher information estimated on `config.fisher_batches` training batches (a fixed,
+  seed-determined sample, so evaluation is reproducible)."""
+  config = run.config
+  if config.merge == 'fisher':
+    batches = pipeline.TrainIterator(run.train_set, config.batch_size, config.seed + 7,
+                                     bucket_size=config.data.bucket_size,
+                                     pad_to_max=config.data.pad_to_max)
+    device_batches = (_put_batch(next(batches), run.mesh)
+                      for _ in range(config.fisher_batches))
+    return merging.fisher_merge(run.model, params, device_batches,
+                                regression=run.task.is_regression)
+  return merging.merge_experts(params, run.adaptation, lora_merge=config.lora_merge)
+
+
+def evaluate(run: _Run, params: Any, *, step: int,
+             merged: tuple[Any, AdaptationConfig] | None = None) -> dict[str, float]:
+  """Scores every eval split over all of its examples exactly once.
+
+  Args:
+    params: the run's (mixture) parameters.
+    merged: `merge_for_inference(run, params)` if already computed.
+  """
   config, task, model = run.config, run.task, run.model
   mode = config.eval_mode if run.adaptation.is_mixture else 'merged'
   eval_model, eval_params = model, params
   if mode == 'merged' and run.adaptation.is_mixture:
     # Merged once per evaluation, outside the eval step.
-    eval_params, merged_adaptation = merging.merge_experts(
-        params, run.adaptation, lora_merge=config.lora_merge)
+    eval_params, merged_adaptation = merged or merge_for_inference(run, params)
     eval_model = model.clone(adaptation=merged_adaptation)
   fn = jax.jit(functools.partial(inference.predict, eval_model, mode=mode,
                                  regression=task.is_regression, expert=config.eval_expert))
@@ -546,8 +567,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     from adamix_jax import export  # pylint: disable=import-outside-toplevel
     best_state, _, _ = restore_checkpoint(
         best_manager, jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state))
-    export.export_run(run, methods.combine(best_state.params, run.frozen),
-                      workdir / 'export', metrics=best['metrics'])
+    best_params = methods.combine(best_state.params, run.frozen)
+    if run.adaptation.is_mixture:
+      merged_params, merged_adaptation = merge_for_inference(run, best_params)
+      export.export_run(run, merged_params, workdir / 'export', metrics=best['metrics'],
+                        merged_adaptation=merged_adaptation)
+    else:
+      export.export_run(run, best_params, workdir / 'export', metrics=best['metrics'])
     results['export'] = str(workdir / 'export')
   if is_main:
     (workdir / 'results.json').write_text(json.dumps(results, indent=2))

@@ -480,3 +480,9 @@ def test_training_continues_from_a_peft_adapter(tiny_checkpoint, tmp_path):
                              ref[f'{prefix}.lora_A.default.weight'].detach().numpy().T)
   np.testing.assert_allclose(np.asarray(query['lora_b']),
                              ref[f'{prefix}.lora_B.default.weight'].detach().numpy().T)
+
+
+def test_mean_pooled_classifier_cannot_go_to_transformers(bases):
+  model = Model(hf_checkpoint.load_config(bases['bert']), pooling='mean')
+  with pytest.raises(InteropError, match='pooling'):
+    hf_export.check_classifier(model, 'export --format hf')

@@ -189,3 +189,22 @@ def test_unknown_config_field_is_rejected_by_the_cli(tmp_path):
                        capture_output=True, text=True)
   assert out.returncode != 0
   assert 'no_such_field' in out.stderr
+
+
+def test_fisher_merge_is_used_for_evaluation_and_export(tiny_checkpoint, tmp_path):
+  config = _config(tiny_checkpoint, merge='fisher', fisher_batches=2, num_train_steps=2,
+                   eval_every_steps=2)
+  results = train.train_and_evaluate(config, tmp_path)
+  run, trainable = train.build_run(config, tmp_path)
+  final, _ = _final_params(tmp_path, config)
+  params = methods.combine(final, run.frozen)
+  fisher_params, _ = train.merge_for_inference(run, params)
+  from adamix_jax import merging
+  mean_params, _ = merging.merge_experts(params, run.adaptation)
+  key = ('backbone', 'layer_0', 'output', 'adapter', 'down_kernel')
+  flat_f, flat_m = (traverse_util.flatten_dict(p) for p in (fisher_params, mean_params))
+  assert not np.allclose(flat_f[key], flat_m[key])  # a different merge...
+  model, exported, _ = export.load_export(tmp_path / 'export')
+  np.testing.assert_allclose(traverse_util.flatten_dict(exported)[key], flat_f[key],
+                             rtol=1e-6)  # ...is what was exported
+  assert train.evaluate(run, params, step=2) == pytest.approx(results['final']['metrics'])

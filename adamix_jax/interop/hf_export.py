@@ -65,6 +65,11 @@ def check_classifier(model: Model, what: str) -> None:
     raise InteropError(
         f'{what} supports classifier-head models ({", ".join(ARCHITECTURES.values())}); '
         f'this model has the {model.head!r} head. Use the adamix-jax export for it.')
+  if model.pooling != 'cls':
+    raise InteropError(
+        f'{what} needs the transformers classification head (pooling="cls"); this model '
+        f'pools with {model.pooling!r}, which *ForSequenceClassification cannot express. '
+        'Use the adamix-jax export (experiments.predict) for it.')
 
 
 def label_maps(labels: Sequence[str] | None, num_labels: int) -> dict[str, Any]:
