@@ -1,0 +1,292 @@
+"""AdaMix training step on one GPU: step time, MFU, and the PyTorch + PEFT peer.
+
+  bash benchmarks/gpu.sh            # on a lent H100/H200 (see gpu.sh)
+  python -m benchmarks.gpu_step --smoke   # tiny shapes, any CPU: checks the script runs
+
+RoBERTa-large shape (random weights), bfloat16 compute (float32 parameters, LayerNorm and
+softmax, as `config.model.dtype='bfloat16'`), batch 64, length 128. Per variant the step
+is `train.train_step` jitted with the state donated, as `train_and_evaluate` runs it:
+- adamix+consistency: AdaMix as the paper trains it (4 experts, shared up projection,
+  two routed passes, consistency weight 1);
+- adamix: one routed pass; adapter: the plain adapter of the same size; lora: rank 8 on
+  query/value.
+Time per step: `--steps` steps dispatched back to back, then one `block_until_ready`,
+divided by the count; the median of `--repeats` such measurements.
+MFU = (FLOPs of the step / time) / (the measured bf16 matmul rate, 8192^3, same process).
+FLOPs: XLA's cost analysis of the lowered (unoptimised) step, where every dot is still a
+dot (the optimised GPU program calls cuBLAS custom calls that cost analysis does not count).
+The peer: transformers `AutoModelForSequenceClassification` + PEFT LoRA (r=8, alpha 16,
+query+value), bf16 autocast over float32 weights, fused AdamW, default (sdpa) attention,
+eager mode, same batch.
+
+Writes gpu_step.json and gpu_step.md to $OUT when set (else to --out_dir).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import statistics
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any, Callable
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import common
+
+FLAGS = flags.FLAGS
+flags.DEFINE_boolean('smoke', False, 'Tiny shapes and few steps: checks the script on CPU.')
+flags.DEFINE_integer('batch', 64, 'Batch size.')
+flags.DEFINE_integer('length', 128, 'Sequence length.')
+flags.DEFINE_integer('steps', 20, 'Steps per measurement.')
+flags.DEFINE_integer('repeats', 3, 'Measurements (median).')
+flags.DEFINE_list('variants', ['adamix+consistency', 'adamix', 'adapter', 'lora'],
+                  'Variants to time.')
+flags.DEFINE_boolean('torch', True, 'Time the PyTorch + PEFT LoRA peer.')
+flags.DEFINE_string('dtype', 'bfloat16', 'Compute dtype.')
+flags.DEFINE_string('out_dir', '', 'Where results go when $OUT is not set.')
+flags.DEFINE_string('render', '', 'Render this gpu_step.json (fetched from the device) into '
+                    'the gpu section of benchmarks/RESULTS.md; run nothing.')
+MFU_GOAL = 0.45
+
+
+def _import_train():
+  """`adamix_jax.train`; on an image without TensorFlow (the GPU machines) clu's writer
+  modules, which need it and which only the training loop uses, are stubbed out."""
+  try:
+    import tensorflow  # pylint: disable=import-outside-toplevel,unused-import
+  except ImportError:
+    import clu  # pylint: disable=import-outside-toplevel
+    for name in ('metric_writers', 'periodic_actions'):
+      module = types.ModuleType(f'clu.{name}')
+      sys.modules[f'clu.{name}'] = module
+      setattr(clu, name, module)
+  from adamix_jax import train  # pylint: disable=import-outside-toplevel
+  return train
+
+
+def shape_config():
+  from adamix_jax.encoder import EncoderConfig  # pylint: disable=import-outside-toplevel
+  large = EncoderConfig(model_type='roberta', vocab_size=50265, hidden_size=1024,
+                        num_hidden_layers=24, num_attention_heads=16,
+                        intermediate_size=4096, max_position_embeddings=514,
+                        type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1)
+  if FLAGS.smoke:
+    return dataclasses.replace(large, vocab_size=1000, hidden_size=64, num_hidden_layers=2,
+                               num_attention_heads=4, intermediate_size=128)
+  return large
+
+
+def variant_method(name: str) -> tuple[str, float]:
+  return {'adamix+consistency': ('adamix', 1.0), 'adamix': ('adamix', 0.0),
+          'adapter': ('adapter', 0.0), 'lora': ('lora', 0.0), 'full': ('full', 0.0)}[name]
+
+
+def time_steps(run_step: Callable[[], Any], sync: Callable[[Any], None], steps: int,
+               repeats: int) -> list[float]:
+  """Seconds per step: `steps` dispatched back to back then synced, `repeats` times."""
+  sync(run_step())  # warm-up (compilation happened ahead of time)
+  out = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(steps):
+      result = run_step()
+    sync(result)
+    out.append((time.perf_counter() - start) / steps)
+  return out
+
+
+def matmul_rate(dtype) -> float:
+  """FLOP/s of an n^3 matmul in `dtype` (n = 8192; 512 with --smoke), median of 10."""
+  n = 512 if FLAGS.smoke else 8192
+  a = jax.random.normal(jax.random.PRNGKey(1), (n, n), dtype)
+  b = jax.random.normal(jax.random.PRNGKey(2), (n, n), dtype)
+  mm = jax.jit(jnp.matmul).lower(a, b).compile()
+  seconds = time_steps(lambda: mm(a, b), jax.block_until_ready, 10, 5)
+  return 2 * n**3 / statistics.median(seconds)
+
+
+def lowered_flops(lowered) -> float:
+  cost = lowered.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0]
+  return float(cost.get('flops', float('nan'))) if cost else float('nan')
+
+
+def jax_variants(batch_np: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+  train = _import_train()
+  from adamix_jax import methods, optim  # pylint: disable=import-outside-toplevel
+  from adamix_jax.model import Model, init_params  # pylint: disable=import-outside-toplevel
+  from configs import default, presets  # pylint: disable=import-outside-toplevel
+
+  config = shape_config()
+  dtype = jnp.dtype(FLAGS.dtype)
+  batch = jax.device_put(batch_np)
+  out = {}
+  for name in FLAGS.variants:
+    method, weight = variant_method(name)
+    run_config = presets.method_preset(default.get_config(), method)
+    run_config.consistency_weight = weight
+    fields = dict(run_config.adapter)
+    fields['lora_targets'] = tuple(fields['lora_targets'])
+    adaptation = methods.adaptation_for(method, **fields)
+    model = Model(config, adaptation, num_labels=2, dtype=dtype)
+    params = init_params(model, jax.random.PRNGKey(0))  # the same backbone for all
+    trainable, frozen = methods.partition(params, methods.trainable_mask(params, method))
+    tx, schedule = optim.make_optimizer(run_config, 1000, adaptation, trainable)
+    state = train.TrainState(step=jnp.zeros((), jnp.int32), params=trainable,
+                             opt_state=tx.init(trainable), rng=jax.random.PRNGKey(2))
+    lowered = jax.jit(functools.partial(
+        train.train_step, model=model, tx=tx, schedule=schedule, consistency_weight=weight,
+        regression=False), donate_argnums=(0,)).lower(state, frozen, batch)
+    start = time.perf_counter()
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - start
+    box = [state]
+
+    def run_step(compiled=compiled, box=box, frozen=frozen):
+      box[0], metrics = compiled(box[0], frozen, batch)
+      return metrics
+
+    seconds = time_steps(run_step, jax.block_until_ready, FLAGS.steps, FLAGS.repeats)
+    memory = compiled.memory_analysis()
+    out[name] = {
+        'step_s': statistics.median(seconds), 'samples': seconds, 'compile_s': compile_s,
+        'flops': lowered_flops(lowered),
+        'trainable': sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(trainable)),
+        'peak_gib': (memory.argument_size_in_bytes + memory.temp_size_in_bytes +
+                     memory.output_size_in_bytes - memory.alias_size_in_bytes) / 2**30
+        if memory else float('nan')}
+    print(f"  {name}: {1e3 * out[name]['step_s']:.1f} ms/step, "
+          f"{out[name]['flops'] / 1e12:.2f} TFLOP/step (compiled in {compile_s:.0f} s)",
+          flush=True)
+    del box, state, compiled
+  return out
+
+
+def torch_lora(batch_np: dict[str, np.ndarray]) -> dict[str, Any]:
+  import peft  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+
+  device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  if device == 'cpu':
+    torch.set_num_threads(common.num_cores())
+  hf = shape_config().to_hf_dict()
+  hf_config = transformers.AutoConfig.for_model(hf.pop('model_type'), **hf, num_labels=2)
+  torch.manual_seed(0)
+  model = transformers.AutoModelForSequenceClassification.from_config(hf_config)
+  model = peft.get_peft_model(model, peft.LoraConfig(
+      task_type=peft.TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.0,
+      target_modules=['query', 'value'])).to(device)
+  model.train()
+  params = [p for p in model.parameters() if p.requires_grad]
+  opt = torch.optim.AdamW(params, lr=4e-4, weight_decay=0.1, fused=device == 'cuda')
+  inputs = {k: torch.from_numpy(batch_np[k]).long().to(device)
+            for k in ('input_ids', 'attention_mask')}
+  labels = torch.from_numpy(batch_np['labels']).long().to(device)
+  dtype = getattr(torch, FLAGS.dtype)
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast(device_type=device, dtype=dtype):
+      loss = model(**inputs, labels=labels).loss
+    loss.backward()
+    opt.step()
+
+  def sync(_):
+    if device == 'cuda':
+      torch.cuda.synchronize()
+
+  seconds = time_steps(step, sync, FLAGS.steps, FLAGS.repeats)
+  return {'step_s': statistics.median(seconds), 'samples': seconds,
+          'trainable': sum(p.numel() for p in params), 'device': device,
+          'attention': getattr(model.config, '_attn_implementation', '?')}
+
+
+def render(result: dict[str, Any]) -> str:
+  rate = result['matmul_flops']
+  rows = []
+  for name, r in result['jax'].items():
+    achieved = r['flops'] / r['step_s']
+    rows.append([f'ours: {name}', f"{r['trainable']:,}", f"{1e3 * r['step_s']:.1f}",
+                 f"{r['flops'] / 1e12:.2f}", f'{achieved / 1e12:.0f}',
+                 f'{100 * achieved / rate:.0f}%',
+                 common.verdict(achieved / rate, MFU_GOAL, at_least=True),
+                 f"{r['peak_gib']:.1f}"])
+  peer = result.get('torch')
+  if isinstance(peer, dict) and 'step_s' in peer:
+    ours = result['jax'].get('lora')
+    flops = ours['flops'] if ours else float('nan')
+    rows.append([f"torch+PEFT lora ({peer['attention']})", f"{peer['trainable']:,}",
+                 f"{1e3 * peer['step_s']:.1f}", f'{flops / 1e12:.2f} (ours)',
+                 f"{flops / peer['step_s'] / 1e12:.0f}",
+                 f"{100 * flops / peer['step_s'] / rate:.0f}%", '', ''])
+  table = common.markdown_table(
+      ['variant', 'trainable', 'ms / step', 'TFLOP / step (XLA)', 'TFLOP/s', 'MFU',
+       f'≥ {MFU_GOAL:.0%}', 'XLA peak GiB'], rows)
+  smoke = result['shape'] != 'roberta-large'
+  lines = [f"## GPU step (`bash benchmarks/gpu.sh`){' — SMOKE (tiny shapes)' if smoke else ''}",
+           '', f"Device: {result['device']}. {result['machine']}", '',
+           f"Shape {result['shape']}, batch {result['batch']}, length {result['length']}, "
+           f"{result['dtype']}; ms / step: median of {result.get('repeats', '?')} runs of "
+           f"{result.get('steps', '?')} steps. Measured {result['dtype']} matmul: "
+           f'{rate / 1e12:.0f} TFLOP/s (the MFU denominator).', '', table]
+  if peer and 'lora' in result['jax'] and 'step_s' in peer:
+    lines.append(f"torch+PEFT LoRA step / our LoRA step: "
+                 f"{peer['step_s'] / result['jax']['lora']['step_s']:.2f}x")
+  elif peer:
+    lines.append(f'torch peer: {peer}')
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if FLAGS.render:
+    text = render(json.loads(Path(FLAGS.render).read_text()))
+    print(text)
+    print(f"Updated {common.update_section('gpu', text)}")
+    return
+  if FLAGS.smoke:
+    FLAGS.batch, FLAGS.length, FLAGS.steps, FLAGS.repeats = 4, 16, 2, 2
+  config = shape_config()
+  rng = np.random.RandomState(0)
+  ids = rng.randint(3, config.vocab_size, size=(FLAGS.batch, FLAGS.length)).astype(np.int32)
+  batch = {'input_ids': ids, 'attention_mask': np.ones_like(ids),
+           'token_type_ids': np.zeros_like(ids),
+           'labels': rng.randint(0, 2, size=(FLAGS.batch,)).astype(np.int32)}
+  device = jax.devices()[0]
+  result: dict[str, Any] = {
+      'device': f'{device.platform}: {getattr(device, "device_kind", device)}',
+      'machine': common.machine_description(),
+      'shape': 'tiny (smoke)' if FLAGS.smoke else 'roberta-large',
+      'batch': FLAGS.batch, 'length': FLAGS.length, 'dtype': FLAGS.dtype,
+      'steps': FLAGS.steps, 'repeats': FLAGS.repeats}
+  result['matmul_flops'] = matmul_rate(jnp.dtype(FLAGS.dtype))
+  print(f"{FLAGS.dtype} matmul: {result['matmul_flops'] / 1e12:.1f} TFLOP/s", flush=True)
+  result['jax'] = jax_variants(batch)
+  if FLAGS.torch:
+    try:
+      result['torch'] = torch_lora(batch)
+    except Exception as e:  # pylint: disable=broad-except
+      result['torch'] = {'error': f'{type(e).__name__}: {e}'}
+  text = render(result)
+  print(text)
+  out = Path(os.environ.get('OUT') or FLAGS.out_dir or 'benchmarks/workdirs/gpu')
+  out.mkdir(parents=True, exist_ok=True)
+  (out / 'gpu_step.json').write_text(json.dumps(result, indent=1, default=str))
+  (out / 'gpu_step.md').write_text(text)
+  print(f'Wrote {out}/gpu_step.json and gpu_step.md')
+
+
+if __name__ == '__main__':
+  app.run(main)

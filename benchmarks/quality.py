@@ -1,0 +1,282 @@
+"""Dev-set quality of every method with MiniLM-L6 on real GLUE data, over seeds.
+
+  python -m benchmarks.quality [--root=benchmarks/workdirs/quality]
+      [--tasks=sst2,rte,mrpc] [--methods=adamix,adapter,lora,bitfit,full,head_only]
+      [--seeds=1,2,3] [--sst2_steps=600] [--epochs=3] [--steps=N] [--max_length=128]
+      [--set=learning_rate=5e-4,...] [--dry_run] [--report_only]
+
+Trains with the sweep machinery (`adamix_jax.sweep.plan` + `run_sweep`) from
+`benchmarks/quality_config.py`, one plan per task for the task's budget: SST-2 a fixed
+number of steps (`--sst2_steps`, evaluated every `--sst2_eval_every` steps on the full dev
+set), RTE and MRPC `--epochs` epochs over the full training set (evaluated every epoch).
+`--steps=N` replaces every task's budget by N steps with one evaluation at the end
+(smoke tests). Runs go to ROOT/<task>/<method>/seed_<seed>.
+
+AdaMix is reported twice from the same trained runs: merged (how it is trained to be
+served, `eval_mode='merged'`) and with random routing (`adamix [random]`): after training,
+the best and the final checkpoint of each AdaMix run are evaluated again by
+`train.evaluate` with `eval_mode='random'`, written to ROOT/<task>/adamix_random/seed_<seed>
+/results.json, which `adamix_jax.report` shows as its own row.
+
+Resumable: a finished run (results.json) is skipped, an unfinished one resumes from its
+last checkpoint, a done random-routing evaluation is skipped. ROOT/quality_plan.json
+records the budget; a re-run with another budget into the same root is refused.
+
+The table (`adamix_jax.report`: dev metric ×100, mean ± sample std over seeds, trainable
+parameters) and the train times go to benchmarks/RESULTS.md and ROOT/report/.
+
+Cost of the defaults on 2 CPU cores (MiniLM, batch 32; step times of benchmarks/speed.py
+on an unloaded machine, summed over the six default methods: 4.9 s at length 64, 12.3 s
+at 128; SST-2 batches are padded to 64, RTE to 128, MRPC mostly to 96): per seed about
+50 min for SST-2 (600 steps), 47 min for RTE and 48 min for MRPC (3 epochs each), i.e.
+about 7.5 hours for 3 seeds, more on a loaded machine. AdaMix (two routed passes) is 27%
+of it. RTE at 3 epochs is far from the paper's 20-50 epochs: scores are low and noisy.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from absl import app, flags, logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import orbax.checkpoint as ocp
+
+from adamix_jax import methods, optim, report, sweep, train
+from adamix_jax.data import readers
+from benchmarks import common
+from configs.presets import method_preset
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE_CONFIG = Path(__file__).resolve().parent / 'quality_config.py'
+TASKS = ('sst2', 'rte', 'mrpc')
+RANDOM_DIR = 'adamix_random'
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('root', 'benchmarks/workdirs/quality', 'Sweep root (runs, report).')
+flags.DEFINE_string('data_dir', str(ROOT.parent / 'shared' / 'data' / 'glue'),
+                    'GLUE TSVs in glue_data/<TASK>/ layout (default: ../shared/data/glue '
+                    'from the project root).')
+flags.DEFINE_list('tasks', list(TASKS), 'Tasks among sst2, rte, mrpc.')
+flags.DEFINE_list('methods', ['adamix', 'adapter', 'lora', 'bitfit', 'full', 'head_only'],
+                  f'Methods among {methods.METHODS}.')
+flags.DEFINE_list('seeds', ['1', '2', '3'], 'Seeds.')
+flags.DEFINE_integer('sst2_steps', 600, 'SST-2 training steps (batch 32; an epoch is '
+                     '2,105 steps).')
+flags.DEFINE_integer('sst2_eval_every', 200, 'SST-2: evaluate on the full dev set every '
+                     'this many steps (and at the end).')
+flags.DEFINE_integer('epochs', 3, 'RTE and MRPC: epochs over the full training set.')
+flags.DEFINE_integer('steps', -1, 'If > 0: every task trains exactly this many steps, '
+                     'evaluated once at the end (replaces --sst2_steps / --epochs).')
+flags.DEFINE_integer('max_length', 128, 'Tokens per example after truncation.')
+flags.DEFINE_list('set', [], 'Extra config overrides, dotted=value (e.g. '
+                  'learning_rate=5e-4), applied to every run after the method preset.')
+flags.DEFINE_boolean('random_eval', True, 'Evaluate AdaMix runs again with random routing.')
+flags.DEFINE_enum('which', 'best', list(report.WHICH), "Table of each run's best or final "
+                  'evaluation.')
+flags.DEFINE_boolean('dry_run', False, 'Print the runs; train nothing.')
+flags.DEFINE_boolean('report_only', False, 'Only rebuild the table from finished runs.')
+flags.DEFINE_boolean('write', True, 'Update benchmarks/RESULTS.md.')
+
+
+def check_data(data_dir: Path, tasks: list[str]) -> None:
+  missing = []
+  for task in tasks:
+    folder = data_dir / readers.GLUE_LAYOUTS[task].dirname
+    missing += [str(folder / f) for f in ('train.tsv', 'dev.tsv')
+                if not (folder / f).is_file()]
+  if missing:
+    raise app.UsageError(
+        'The quality benchmark reads the real GLUE files and some are missing:\n  ' +
+        '\n  '.join(missing) + f'\nPoint --data_dir at a glue_data/ folder (default '
+        f'../shared/data/glue beside the project root).')
+
+
+def _parse_value(text: str) -> Any:
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text  # a bare string
+
+
+def budget() -> dict[str, Any]:
+  """What decides the runs' results besides task, method and seed."""
+  user = {}
+  for item in FLAGS.set:
+    if '=' not in item:
+      raise app.UsageError(f'--set expects dotted=value, got {item!r}')
+    key, value = item.split('=', 1)
+    user[key.strip()] = _parse_value(value.strip())
+  return {'steps': FLAGS.steps, 'sst2_steps': FLAGS.sst2_steps,
+          'sst2_eval_every': FLAGS.sst2_eval_every, 'epochs': FLAGS.epochs,
+          'max_length': FLAGS.max_length, 'set': user}
+
+
+def task_overrides(task: str, plan: dict[str, Any], data_dir: Path) -> dict[str, Any]:
+  overrides = {'data.data_dir': str(data_dir), 'data.max_length': plan['max_length']}
+  if plan['steps'] > 0:
+    overrides.update(num_train_steps=plan['steps'], eval_every_steps=plan['steps'])
+  elif task == 'sst2':
+    overrides.update(num_train_steps=plan['sst2_steps'],
+                     eval_every_steps=plan['sst2_eval_every'])
+  else:
+    overrides.update(num_train_steps=-1, num_epochs=plan['epochs'], eval_every_steps=0)
+  overrides.update(plan['set'])
+  return overrides
+
+
+def check_plan(root: Path, plan: dict[str, Any]) -> None:
+  """Refuses to mix budgets in one root (finished runs would be skipped, not redone)."""
+  path = root / 'quality_plan.json'
+  if path.exists():
+    saved = json.loads(path.read_text())
+    if saved != plan:
+      raise app.UsageError(f'{root} holds runs of another budget {saved}; this one is {plan}. '
+                           'Use another --root (or the same flags).')
+  else:
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(plan, indent=2))
+
+
+# --------------------------------------------------------------------------------------
+# AdaMix with random routing, evaluated from the trained runs' checkpoints.
+# --------------------------------------------------------------------------------------
+
+
+def random_routing_eval(run: sweep.Run) -> Path | None:
+  """Evaluates the best and final checkpoints of a finished AdaMix run with random routing
+  (`train.evaluate`, eval_mode='random'); writes ROOT/<task>/adamix_random/seed_<s>/
+  results.json in the trained run's format. Returns its path (None if already done)."""
+  out_dir = run.workdir.parent.parent / RANDOM_DIR / run.workdir.name
+  out = out_dir / 'results.json'
+  if out.exists():
+    return None
+  trained = json.loads((run.workdir / 'results.json').read_text())
+  config = ml_collections.ConfigDict(run.config.to_dict())
+  config.eval_mode = 'random'
+  built, trainable = train.build_run(config, out_dir)
+  tx, _ = optim.make_optimizer(config, 1, built.adaptation, trainable)
+  abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, train.TrainState(
+      step=jnp.zeros((), jnp.int32), params=trainable, opt_state=tx.init(trainable),
+      rng=jax.random.PRNGKey(0)))
+  evaluated = {}
+  for which, folder, keep in (('best', 'best', 1),
+                              ('final', 'checkpoints', config.max_checkpoints_to_keep)):
+    manager = train._checkpoint_manager(  # pylint: disable=protected-access
+        run.workdir / folder, keep, asynchronous=False)
+    state, _, _ = train.restore_checkpoint(manager, abstract)
+    step = int(state.step)
+    evaluated[which] = {'step': step, 'metrics': train.evaluate(
+        built, methods.combine(state.params, built.frozen), step=step)}
+  results = {**trained, 'eval_mode': 'random', **evaluated,
+             'evaluated_from': str(run.workdir)}
+  out_dir.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(results, indent=2))
+  return out
+
+
+# --------------------------------------------------------------------------------------
+# The table.
+# --------------------------------------------------------------------------------------
+
+
+def train_time_table(root: Path) -> str:
+  """Mean train seconds and seconds per step of each (task, method) over its seeds."""
+  groups: dict[tuple[str, str], list[dict]] = {}
+  for path in sorted(root.rglob('results.json')):
+    data = json.loads(path.read_text())
+    if data.get('eval_mode', 'merged') != 'merged':
+      continue  # the random-routing rows re-evaluate trained runs: no training of their own
+    groups.setdefault((data['task'], data['method']), []).append(data)
+  rows = []
+  def order(key):
+    task, method = key
+    return (report.TASK_ORDER.index(task) if task in report.TASK_ORDER else 99, task,
+            report.METHOD_ORDER.index(method) if method in report.METHOD_ORDER else 99,
+            method)
+
+  for (task, method), runs in sorted(groups.items(), key=lambda kv: order(kv[0])):
+    seconds = [r['train_seconds'] for r in runs]
+    steps = runs[0]['final']['step']
+    p = runs[0]['parameters']
+    rows.append([report.TASK_TITLES.get(task, task), method, len(runs), steps,
+                 f"{p['trainable']:,}", f'{statistics.fmean(seconds) / 60:.1f}',
+                 f'{statistics.fmean(seconds) / steps:.2f}'])
+  return common.markdown_table(
+      ['task', 'method', 'seeds', 'steps', 'trainable (with head)', 'train min (mean)',
+       's / step (incl. evals)'], rows)
+
+
+def render(root: Path, plan: dict[str, Any]) -> str:
+  paths = report.write_report(root, root / 'report', FLAGS.which)
+  table = paths['markdown'].read_text()
+  smoke = ('**Smoke test (`--steps` budget): checks the pipeline, not a quality '
+           'measurement.**\n\n' if plan['steps'] > 0 else '')
+  return (
+      '## Quality (`python -m benchmarks.quality`)\n\n' + smoke +
+      f'{common.machine_description()}\n\n'
+      f'Budget: {json.dumps(plan)}; root `{root}`. MiniLM-L6 (bundled all-MiniLM-L6-v2), '
+      'config `benchmarks/quality_config.py` + `configs/presets.py`; AdaMix merged is the '
+      'trained model served as one adapter, `adamix [random]` the same checkpoints '
+      'evaluated with random routing.\n\n'
+      f'{table}\n{train_time_table(root)}')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  root = Path(FLAGS.root)
+  tasks = [sweep.canonical_task(t) for t in FLAGS.tasks]
+  if set(tasks) - set(TASKS):
+    raise app.UsageError(f'--tasks: choose from {TASKS}')
+  plan = budget()
+  if FLAGS.report_only and (root / 'quality_plan.json').exists():
+    plan = json.loads((root / 'quality_plan.json').read_text())
+  if not FLAGS.report_only:
+    data_dir = Path(FLAGS.data_dir).resolve()
+    check_data(data_dir, tasks)
+    runs = []
+    for task in tasks:
+      runs += sweep.plan(BASE_CONFIG, root, tasks=[task], methods=FLAGS.methods,
+                         seeds=[int(s) for s in FLAGS.seeds],
+                         overrides=task_overrides(task, plan, data_dir),
+                         preset=method_preset)
+    if FLAGS.dry_run:
+      for run in runs:
+        c = run.config
+        budget_text = (f'{c.num_train_steps} steps' if c.num_train_steps > 0
+                       else f'{c.num_epochs} epochs')
+        print(f"{'done' if run.finished else 'todo'}  {run.workdir}  ({budget_text}, "
+              f'lr={c.learning_rate}, consistency_weight={c.consistency_weight})')
+      return
+    check_plan(root, plan)
+    start = time.time()
+    outcome = sweep.run_sweep(runs)
+    if FLAGS.random_eval:
+      for run in runs:
+        if run.method == 'adamix' and run.finished:
+          done = random_routing_eval(run)
+          if done:
+            logging.info('Random-routing evaluation written to %s', done)
+    print(f"{len(runs)} runs: {len(outcome['trained'])} trained, "
+          f"{len(outcome['skipped'])} skipped (finished before), "
+          f"{len(outcome['failed'])} failed; {(time.time() - start) / 60:.1f} min")
+    for run in outcome['failed']:
+      print(f'  failed: {run.workdir}')
+  text = render(root, plan)
+  print(text)
+  if FLAGS.write:
+    common.update_section('quality', text)
+    print(f'Updated {common.RESULTS}')
+  if not FLAGS.report_only and outcome['failed']:
+    raise SystemExit(1)
+
+
+if __name__ == '__main__':
+  app.run(main)
