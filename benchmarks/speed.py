@@ -39,6 +39,7 @@ import json
 import os
 import re
 import resource
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -70,6 +71,8 @@ flags.DEFINE_integer('num_experts', 4, 'AdaMix experts (up projection shared).')
 flags.DEFINE_boolean('torch', True, 'Time the PyTorch + PEFT peers.')
 flags.DEFINE_string('prng_impl', '', "jax_default_prng_impl for dropout/routing keys "
                     "('' = JAX's default threefry2x32; 'rbg', 'unsafe_rbg').")
+flags.DEFINE_boolean('retain_malloc', False, 'Re-run under RETAIN_MALLOC (glibc keeps freed '
+                     'memory, so XLA:CPU does not page-fault its temporaries every step).')
 flags.DEFINE_boolean('write', True, 'Update benchmarks/RESULTS.md.')
 flags.DEFINE_string('json_dir', 'benchmarks/workdirs/speed', 'Every sample and analysis '
                     'goes to JSON_DIR/<shape>_L<length>.json (re-rendered by --render_only).')
@@ -108,6 +111,10 @@ VARIANTS = (
     Variant('full', 'full'),
 )
 MATMUL = 2048
+# One malloc arena, no mmap, no trimming: the step's temporary arena is reused instead of
+# being mapped, zero-filled by the kernel and unmapped again on every execution.
+RETAIN_MALLOC = ('glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:'
+                 'glibc.malloc.trim_threshold=68719476736')
 
 
 # --------------------------------------------------------------------------------------
@@ -354,7 +361,8 @@ def bench(shape: str, length: int, config: EncoderConfig, shared: dict) -> dict[
   peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
   return {'shape': shape, 'length': length, 'batch': FLAGS.batch, 'info': info,
           'samples': samples, 'machine': common.machine_description(),
-          'peak_rss_gib': peak_rss, 'load': [load_before, load_after], 'prng_impl': FLAGS.prng_impl or 'threefry2x32'}
+          'peak_rss_gib': peak_rss, 'load': [load_before, load_after],
+          'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''), 'prng_impl': FLAGS.prng_impl or 'threefry2x32'}
 
 
 # --------------------------------------------------------------------------------------
@@ -463,7 +471,8 @@ def render(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
       f'("quiet": the {len(quiet)} rounds whose matmul ran within {QUIET:.2f}x of its '
       f'fastest). float32 {MATMUL}x{MATMUL} matmul, same rounds: {matmul_rate:.0f} GFLOP/s '
       f'(all), {matmul_quiet:.0f} GFLOP/s (quiet). Dropout/routing keys: '
-      f"{result['prng_impl']}. Process peak RSS (all variants and peers resident): "
+      f"{result['prng_impl']}. GLIBC_TUNABLES: "
+      f"{result.get('glibc_tunables') or 'unset (glibc defaults)'}. Process peak RSS (all variants and peers resident): "
       f"{result['peak_rss_gib']:.1f} GiB."
       + (f' 1-minute load average before / after the rounds: {load[0]:.1f} / {load[1]:.1f} '
          '(this run alone accounts for about 2).' if load else '')
@@ -474,6 +483,9 @@ def render(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if FLAGS.retain_malloc and os.environ.get('GLIBC_TUNABLES') != RETAIN_MALLOC:
+    os.execve(sys.executable, [sys.executable, '-m', 'benchmarks.speed', *sys.argv[1:]],
+              {**os.environ, 'GLIBC_TUNABLES': RETAIN_MALLOC})
   if FLAGS.prng_impl:
     jax.config.update('jax_default_prng_impl', FLAGS.prng_impl)
   unknown = [s for s in FLAGS.shapes if s not in SHAPES]
@@ -486,7 +498,8 @@ def main(argv):
     common.update_section('speed', SPEED_HEADER)
   json_dir = Path(FLAGS.json_dir)
   json_dir.mkdir(parents=True, exist_ok=True)
-  suffix = f'_{FLAGS.prng_impl}' if FLAGS.prng_impl else ''
+  suffix = (f'_{FLAGS.prng_impl}' if FLAGS.prng_impl else '') + (
+      '_retain_malloc' if FLAGS.retain_malloc else '')
   for shape in FLAGS.shapes:
     if not FLAGS.render_only:
       config, shared, origin = backbone(shape)
