@@ -60,6 +60,7 @@ class RunResult:
   metrics: dict[str, float]  # of `which`: {'accuracy': .9} or {'dev_matched/accuracy': .9}
   selection_metric: str
   parameters: dict[str, Any]
+  eval_splits: tuple[str, ...] = ()  # () in results written before splits were recorded
 
   @property
   def row(self) -> str:
@@ -99,6 +100,7 @@ class Table:
   keys: dict[str, tuple[str, ...]]  # task -> metric keys, headline first
   rows: tuple[Row, ...]
   checkpoint: str
+  eval_splits: tuple[str, ...] = ()  # every run's evaluation splits; () if not all recorded
 
 
 def _order(values, preferred: Sequence[str]) -> list[str]:
@@ -133,7 +135,8 @@ def load_results(root: str | os.PathLike, which: str = 'best') -> list[RunResult
                       eval_mode=data.get('eval_mode', 'merged'),
                       metrics={k: float(v) for k, v in data[which]['metrics'].items()},
                       selection_metric=data['selection_metric'],
-                      parameters=data['parameters'])
+                      parameters=data['parameters'],
+                      eval_splits=tuple(data.get('eval_splits', ())))
       metric_keys(run.metrics, run.selection_metric)
     except (KeyError, TypeError, ValueError) as e:
       raise ValueError(f'{path}: not a complete results.json ({type(e).__name__}: {e}).'
@@ -183,12 +186,21 @@ def summarize(runs: Sequence[RunResult], which: str = 'best') -> Table:
                   for f in PARAMETER_FIELDS}
     rows.append(Row(method=method, cells=cells, average=average,
                     complete=len(cells) == len(tasks), parameters=parameters))
+  splits = (() if any(not r.eval_splits for r in runs)
+            else tuple(_order({s for r in runs for s in r.eval_splits}, ())))
   return Table(which=which, tasks=tasks, keys=keys, rows=tuple(rows),
-               checkpoint=checkpoints[0])
+               checkpoint=checkpoints[0], eval_splits=splits)
 
 
 # ---------------------------------------------------------------------------------------
 # Rendering.
+
+
+def _splits_text(splits: Sequence[str]) -> str:
+  if not splits:
+    return ("each run's evaluation split (GLUE: dev; the few-shot protocol: test)")
+  return 'the ' + ' / '.join(f'`{s}`' for s in splits) + (' split' if len(splits) == 1
+                                                          else ' splits')
 
 
 def _score(mean: float, std: float | None) -> str:
@@ -256,7 +268,8 @@ def to_markdown(table: Table) -> str:
            if table.which == 'best' else 'final evaluation of each run (last step)')
   notes = [
       '',
-      f'Backbone: `{table.checkpoint}`. Dev-set scores ×100 from the {which}: mean ± sample '
+      f'Backbone: `{table.checkpoint}`. Scores ×100 on {_splits_text(table.eval_splits)} '
+      f'from the {which}: mean ± sample '
       'standard deviation (ddof=1) over seeds; a single seed shows the mean only.',
       'The first number of a cell is the task\'s headline metric (the one averaged); the '
       'others follow it. Avg. = mean of the headline means over the tasks'

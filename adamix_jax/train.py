@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 from absl import logging
 import flax
-from clu import metric_writers, metrics as clu_metrics, periodic_actions
+from clu import metrics as clu_metrics
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -267,6 +267,12 @@ def merge_for_inference(run: _Run, params: Any) -> tuple[Any, AdaptationConfig]:
   return merging.merge_experts(params, run.adaptation, lora_merge=config.lora_merge)
 
 
+# One jitted predict for every evaluation: the model (hashable, compared by value) and the
+# mode are static, so repeated evaluations of one run reuse the compiled function.
+_predict = jax.jit(inference.predict, static_argnums=(0,),
+                   static_argnames=('mode', 'expert', 'regression'))
+
+
 def evaluate(run: _Run, params: Any, *, step: int,
              merged: tuple[Any, AdaptationConfig] | None = None) -> dict[str, float]:
   """Scores every eval split over all of its examples exactly once.
@@ -282,8 +288,8 @@ def evaluate(run: _Run, params: Any, *, step: int,
     # Merged once per evaluation, outside the eval step.
     eval_params, merged_adaptation = merged or merge_for_inference(run, params)
     eval_model = model.clone(adaptation=merged_adaptation)
-  fn = jax.jit(functools.partial(inference.predict, eval_model, mode=mode,
-                                 regression=task.is_regression, expert=config.eval_expert))
+  fn = functools.partial(_predict, eval_model, mode=mode, regression=task.is_regression,
+                         expert=config.eval_expert)
   eval_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1_000_003)
   results = {}
   for split, dataset in run.eval_sets.items():
@@ -489,6 +495,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     best = saved_meta.get('best', best)
     logging.info('Resumed from %s at step %d', workdir / 'checkpoints', int(state.step))
 
+  # clu's writers need TensorFlow: imported here, so that the step and evaluation import
+  # on images without it.
+  from clu import metric_writers, periodic_actions  # pylint: disable=import-outside-toplevel
   writer = metric_writers.create_default_writer(str(workdir), just_logging=not is_main)
   jsonl = _JsonlWriter(workdir / 'metrics.jsonl', is_main)
   start_step = int(state.step)
@@ -558,7 +567,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   results = {
       'task': task.name, 'method': config.method, 'seed': config.seed,
       'checkpoint': str(config.model.checkpoint), 'eval_mode': config.eval_mode,
-      'selection_metric': task.selection_metric,
+      'selection_metric': task.selection_metric, 'eval_splits': list(run.eval_sets),
       'final': {'step': total_steps, 'metrics': last_results},
       'best': {'step': best['step'], 'metrics': best['metrics']},
       'parameters': params_report, 'train_seconds': train_time,

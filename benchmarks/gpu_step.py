@@ -29,9 +29,7 @@ import functools
 import json
 import os
 import statistics
-import sys
 import time
-import types
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,9 +46,11 @@ flags.DEFINE_integer('batch', 64, 'Batch size.')
 flags.DEFINE_integer('length', 128, 'Sequence length.')
 flags.DEFINE_integer('steps', 20, 'Steps per measurement.')
 flags.DEFINE_integer('repeats', 3, 'Measurements (median).')
-flags.DEFINE_list('variants', ['adamix+consistency', 'adamix', 'adapter', 'lora'],
+flags.DEFINE_list('variants', ['adamix+consistency', 'adamix', 'adapter', 'lora', 'full'],
                   'Variants to time.')
-flags.DEFINE_boolean('torch', True, 'Time the PyTorch + PEFT LoRA peer.')
+flags.DEFINE_list('torch', ['lora', 'full'],
+                  'PyTorch peers to time: lora (PEFT, rank 8, query+value) and/or full '
+                  '(full fine-tuning); empty for none.')
 flags.DEFINE_string('dtype', 'bfloat16', 'Compute dtype.')
 flags.DEFINE_string('out_dir', '', 'Where results go when $OUT is not set.')
 flags.DEFINE_string('render', '', 'Render this gpu_step.json (fetched from the device) into '
@@ -59,16 +59,6 @@ MFU_GOAL = 0.45
 
 
 def _import_train():
-  """`adamix_jax.train`; on an image without TensorFlow (the GPU machines) clu's writer
-  modules, which need it and which only the training loop uses, are stubbed out."""
-  try:
-    import tensorflow  # pylint: disable=import-outside-toplevel,unused-import
-  except ImportError:
-    import clu  # pylint: disable=import-outside-toplevel
-    for name in ('metric_writers', 'periodic_actions'):
-      module = types.ModuleType(f'clu.{name}')
-      sys.modules[f'clu.{name}'] = module
-      setattr(clu, name, module)
   from adamix_jax import train  # pylint: disable=import-outside-toplevel
   return train
 
@@ -121,7 +111,9 @@ def lowered_flops(lowered) -> float:
   return float(cost.get('flops', float('nan'))) if cost else float('nan')
 
 
-def jax_variants(batch_np: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+def jax_variants(batch_np: dict[str, np.ndarray], out: dict[str, dict[str, Any]],
+                 on_result: Callable[[], None] = lambda: None) -> dict[str, dict[str, Any]]:
+  """Times each variant's training step; fills `out` and calls `on_result` after each."""
   train = _import_train()
   from adamix_jax import methods, optim  # pylint: disable=import-outside-toplevel
   from adamix_jax.model import Model, init_params  # pylint: disable=import-outside-toplevel
@@ -130,7 +122,6 @@ def jax_variants(batch_np: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
   config = shape_config()
   dtype = jnp.dtype(FLAGS.dtype)
   batch = jax.device_put(batch_np)
-  out = {}
   for name in FLAGS.variants:
     method, weight = variant_method(name)
     run_config = presets.method_preset(default.get_config(), method)
@@ -169,10 +160,12 @@ def jax_variants(batch_np: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
           f"{out[name]['flops'] / 1e12:.2f} TFLOP/step (compiled in {compile_s:.0f} s)",
           flush=True)
     del box, state, compiled
+    on_result()
   return out
 
 
-def torch_lora(batch_np: dict[str, np.ndarray]) -> dict[str, Any]:
+def torch_step(batch_np: dict[str, np.ndarray], kind: str) -> dict[str, Any]:
+  """The PyTorch peer's training step: transformers + PEFT LoRA, or full fine-tuning."""
   import peft  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
@@ -184,9 +177,13 @@ def torch_lora(batch_np: dict[str, np.ndarray]) -> dict[str, Any]:
   hf_config = transformers.AutoConfig.for_model(hf.pop('model_type'), **hf, num_labels=2)
   torch.manual_seed(0)
   model = transformers.AutoModelForSequenceClassification.from_config(hf_config)
-  model = peft.get_peft_model(model, peft.LoraConfig(
-      task_type=peft.TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.0,
-      target_modules=['query', 'value'])).to(device)
+  if kind == 'lora':
+    model = peft.get_peft_model(model, peft.LoraConfig(
+        task_type=peft.TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.0,
+        target_modules=['query', 'value']))
+  elif kind != 'full':
+    raise ValueError(f'Unknown torch peer {kind!r}; supported: lora, full')
+  model = model.to(device)
   model.train()
   params = [p for p in model.parameters() if p.requires_grad]
   opt = torch.optim.AdamW(params, lr=4e-4, weight_decay=0.1, fused=device == 'cuda')
@@ -222,11 +219,14 @@ def render(result: dict[str, Any]) -> str:
                  f'{100 * achieved / rate:.0f}%',
                  common.verdict(achieved / rate, MFU_GOAL, at_least=True),
                  f"{r['peak_gib']:.1f}"])
-  peer = result.get('torch')
-  if isinstance(peer, dict) and 'step_s' in peer:
-    ours = result['jax'].get('lora')
+  peers = result.get('torch') or {}
+  for kind, peer in peers.items():
+    if 'step_s' not in peer:
+      continue
+    ours = result['jax'].get(kind)
     flops = ours['flops'] if ours else float('nan')
-    rows.append([f"torch+PEFT lora ({peer['attention']})", f"{peer['trainable']:,}",
+    label = 'torch+PEFT lora' if kind == 'lora' else f'torch {kind}'
+    rows.append([f"{label} ({peer['attention']})", f"{peer['trainable']:,}",
                  f"{1e3 * peer['step_s']:.1f}", f'{flops / 1e12:.2f} (ours)',
                  f"{flops / peer['step_s'] / 1e12:.0f}",
                  f"{100 * flops / peer['step_s'] / rate:.0f}%", '', ''])
@@ -240,11 +240,20 @@ def render(result: dict[str, Any]) -> str:
            f"{result['dtype']}; ms / step: median of {result.get('repeats', '?')} runs of "
            f"{result.get('steps', '?')} steps. Measured {result['dtype']} matmul: "
            f'{rate / 1e12:.0f} TFLOP/s (the MFU denominator).', '', table]
-  if peer and 'lora' in result['jax'] and 'step_s' in peer:
-    lines.append(f"torch+PEFT LoRA step / our LoRA step: "
-                 f"{peer['step_s'] / result['jax']['lora']['step_s']:.2f}x")
-  elif peer:
-    lines.append(f'torch peer: {peer}')
+  jx = result['jax']
+  for num, den, goal in (('adamix', 'adapter', 1.05), ('adamix+consistency', 'adapter', 2.1)):
+    if num in jx and den in jx:
+      ratio = jx[num]['step_s'] / jx[den]['step_s']
+      lines.append(f'{num} step / {den} step: {ratio:.3f} (target ≤ {goal}: '
+                   f'{common.verdict(ratio, goal)})')
+      lines.append('')
+  for kind, peer in peers.items():
+    if kind in result['jax'] and 'step_s' in peer:
+      lines.append(f"torch {kind} step / our {kind} step: "
+                   f"{peer['step_s'] / result['jax'][kind]['step_s']:.2f}x")
+    else:
+      lines.append(f'torch {kind} peer: {peer}')
+    lines.append('')
   return '\n'.join(lines) + '\n'
 
 
@@ -271,19 +280,27 @@ def main(argv):
       'shape': 'tiny (smoke)' if FLAGS.smoke else 'roberta-large',
       'batch': FLAGS.batch, 'length': FLAGS.length, 'dtype': FLAGS.dtype,
       'steps': FLAGS.steps, 'repeats': FLAGS.repeats}
-  result['matmul_flops'] = matmul_rate(jnp.dtype(FLAGS.dtype))
-  print(f"{FLAGS.dtype} matmul: {result['matmul_flops'] / 1e12:.1f} TFLOP/s", flush=True)
-  result['jax'] = jax_variants(batch)
-  if FLAGS.torch:
-    try:
-      result['torch'] = torch_lora(batch)
-    except Exception as e:  # pylint: disable=broad-except
-      result['torch'] = {'error': f'{type(e).__name__}: {e}'}
-  text = render(result)
-  print(text)
   out = Path(os.environ.get('OUT') or FLAGS.out_dir or 'benchmarks/workdirs/gpu')
   out.mkdir(parents=True, exist_ok=True)
-  (out / 'gpu_step.json').write_text(json.dumps(result, indent=1, default=str))
+
+  def save():  # after every measurement: a run cut short keeps what it measured
+    (out / 'gpu_step.json').write_text(json.dumps(result, indent=1, default=str))
+
+  result['matmul_flops'] = matmul_rate(jnp.dtype(FLAGS.dtype))
+  print(f"{FLAGS.dtype} matmul: {result['matmul_flops'] / 1e12:.1f} TFLOP/s", flush=True)
+  result['jax'] = {}
+  jax_variants(batch, result['jax'], on_result=save)
+  result['torch'] = {}
+  for kind in FLAGS.torch:
+    try:
+      result['torch'][kind] = torch_step(batch, kind)
+    except Exception as e:  # pylint: disable=broad-except
+      result['torch'][kind] = {'error': f'{type(e).__name__}: {e}'}
+    print(f"  torch {kind}: {result['torch'][kind]}", flush=True)
+    save()
+  text = render(result)
+  print(text)
+  save()
   (out / 'gpu_step.md').write_text(text)
   print(f'Wrote {out}/gpu_step.json and gpu_step.md')
 

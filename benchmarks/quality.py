@@ -77,6 +77,8 @@ flags.DEFINE_integer('steps', -1, 'If > 0: every task trains exactly this many s
 flags.DEFINE_integer('max_length', 128, 'Tokens per example after truncation.')
 flags.DEFINE_list('set', [], 'Extra config overrides, dotted=value (e.g. '
                   'learning_rate=5e-4), applied to every run after the method preset.')
+flags.DEFINE_list('method_set', [], 'Overrides for one method, method:dotted=value (e.g. '
+                  'full:learning_rate=5e-5), applied right after the method preset (--set comes after).')
 flags.DEFINE_boolean('random_eval', True, 'Evaluate AdaMix runs again with random routing.')
 flags.DEFINE_enum('which', 'best', list(report.WHICH), "Table of each run's best or final "
                   'evaluation.')
@@ -113,9 +115,33 @@ def budget() -> dict[str, Any]:
       raise app.UsageError(f'--set expects dotted=value, got {item!r}')
     key, value = item.split('=', 1)
     user[key.strip()] = _parse_value(value.strip())
+  per_method: dict[str, dict[str, Any]] = {}
+  for item in FLAGS.method_set:
+    method, colon, rest = item.partition(':')
+    key, eq, value = rest.partition('=')
+    if not colon or not eq or method not in methods.METHODS:
+      raise app.UsageError(f'--method_set expects method:dotted=value with a method among '
+                           f'{methods.METHODS}, got {item!r}')
+    per_method.setdefault(method, {})[key.strip()] = _parse_value(value.strip())
   return {'steps': FLAGS.steps, 'sst2_steps': FLAGS.sst2_steps,
           'sst2_eval_every': FLAGS.sst2_eval_every, 'epochs': FLAGS.epochs,
-          'max_length': FLAGS.max_length, 'set': user}
+          'max_length': FLAGS.max_length, 'set': user, 'method_set': per_method}
+
+
+def plan_preset(plan: dict[str, Any]):
+  """`method_preset`, then the plan's per-method overrides (--method_set)."""
+  def preset(config, method):
+    config = method_preset(config, method)
+    for key, value in plan.get('method_set', {}).get(method, {}).items():
+      target = config
+      *parents, leaf = key.split('.')
+      for name in parents:
+        target = target[name]
+      if leaf not in target:
+        raise app.UsageError(f'--method_set {method}:{key}: no such config field')
+      target[leaf] = value
+    return config
+  return preset
 
 
 def task_overrides(task: str, plan: dict[str, Any], data_dir: Path) -> dict[str, Any]:
@@ -246,7 +272,7 @@ def main(argv):
       runs += sweep.plan(BASE_CONFIG, root, tasks=[task], methods=FLAGS.methods,
                          seeds=[int(s) for s in FLAGS.seeds],
                          overrides=task_overrides(task, plan, data_dir),
-                         preset=method_preset)
+                         preset=plan_preset(plan))
     if FLAGS.dry_run:
       for run in runs:
         c = run.config

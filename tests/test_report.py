@@ -54,7 +54,8 @@ def _metrics(task, values, shift=0.0):
 
 
 def write_result(root: Path, task: str, method: str, seed: int, values, *,
-                 checkpoint: str = 'roberta-large', final_shift: float = 0.01) -> Path:
+                 checkpoint: str = 'roberta-large', final_shift: float = 0.01,
+                 eval_splits=None) -> Path:
   """A results.json as train_and_evaluate writes it; 'final' = 'best' + final_shift."""
   path = root / task / method / f'seed_{seed}' / 'results.json'
   path.parent.mkdir(parents=True)
@@ -66,7 +67,8 @@ def write_result(root: Path, task: str, method: str, seed: int, values, *,
       'eval_mode': 'merged', 'selection_metric': selection,
       'final': {'step': 100, 'metrics': _metrics(task, values, final_shift)},
       'best': {'step': 60, 'metrics': _metrics(task, values)},
-      'parameters': params, 'train_seconds': 1.0, 'export': str(path.parent / 'export')}))
+      'parameters': params, 'train_seconds': 1.0, 'export': str(path.parent / 'export'),
+      **({} if eval_splits is None else {'eval_splits': eval_splits})}))
   return path
 
 
@@ -184,6 +186,18 @@ def test_cli_prints_the_table_and_writes_into_out(root, tmp_path):
   assert '| adamix |' in out.stdout and '92.0±2.0' in out.stdout
   assert sorted(p.name for p in (tmp_path / 'rep').iterdir()) == [
       'results.csv', 'results.md', 'results.png']
+
+
+def test_note_names_the_evaluation_split(tmp_path):
+  for seed in (1, 2):
+    write_result(tmp_path / 'fs', 'sst2', 'lora', seed, [.8], eval_splits=['test'])
+  text = report.to_markdown(report.summarize(report.load_results(tmp_path / 'fs', 'final'),
+                                             'final'))
+  assert 'Scores ×100 on the `test` split' in text and 'Dev-set' not in text
+  # One run that did not record its splits: the note names none rather than guess.
+  write_result(tmp_path / 'fs', 'sst2', 'lora', 3, [.8])
+  text = report.to_markdown(report.summarize(report.load_results(tmp_path / 'fs')))
+  assert "each run's evaluation split" in text and '`test`' not in text
 
 
 def test_same_run_twice_is_refused_naming_both_files(root):

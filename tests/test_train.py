@@ -69,6 +69,7 @@ def test_run_writes_checkpoints_events_metrics_and_export(trained):
   assert (workdir / 'export' / 'adapter.safetensors').is_file()
   saved = json.loads((workdir / 'results.json').read_text())
   assert saved['final']['step'] == 6
+  assert saved['eval_splits'] == ['dev']
   assert saved['best']['step'] in (3, 6)
   assert 0.0 <= saved['final']['metrics']['accuracy'] <= 1.0
 
@@ -86,6 +87,27 @@ def test_export_reload_reproduces_eval_metrics(trained):
   run.model, run.adaptation = model, model.adaptation
   again = train.evaluate(run, params, step=results['best']['step'])
   assert again == pytest.approx(results['best']['metrics'], abs=1e-9)
+
+
+def test_repeated_evaluation_reuses_the_compiled_predict(trained):
+  config, workdir, results = trained
+  final, run = _final_params(workdir, config)
+  params = methods.combine(final, run.frozen)
+  first = train.evaluate(run, params, step=0)
+  compiled = train._predict._cache_size()
+  assert compiled >= 1
+  for step in (1, 2):
+    assert train.evaluate(run, params, step=step) == first
+  assert train._predict._cache_size() == compiled
+
+
+def test_train_step_and_evaluation_import_without_tensorflow():
+  # The GPU images have no TensorFlow; only the training loop's clu writers need it.
+  code = ("import sys; sys.modules['tensorflow'] = None\n"
+          "from adamix_jax import train, inference\n"
+          "from benchmarks import gpu_step\n"
+          "assert 'clu.metric_writers' not in sys.modules\n")
+  subprocess.run([sys.executable, '-c', code], cwd=ROOT, check=True, timeout=300)
 
 
 def test_frozen_backbone_is_bit_identical_after_training(trained, tiny_checkpoint):
