@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 import statistics
 import time
@@ -53,8 +54,11 @@ flags.DEFINE_list('torch', ['lora', 'full'],
                   '(full fine-tuning); empty for none.')
 flags.DEFINE_string('dtype', 'bfloat16', 'Compute dtype.')
 flags.DEFINE_string('out_dir', '', 'Where results go when $OUT is not set.')
-flags.DEFINE_string('render', '', 'Render this gpu_step.json (fetched from the device) into '
-                    'the gpu section of benchmarks/RESULTS.md; run nothing.')
+flags.DEFINE_list('render', [], 'Render these gpu_step.json files (fetched from the device; '
+                  'several calls on one machine are merged, each variant keeping its '
+                  "call's matmul rate) into the gpu section of benchmarks/RESULTS.md; "
+                  'FLOP counts the device did not report are counted here by lowering the '
+                  'same step on this backend. Runs nothing else.')
 MFU_GOAL = 0.45
 
 
@@ -111,33 +115,44 @@ def lowered_flops(lowered) -> float:
   return float(cost.get('flops', float('nan'))) if cost else float('nan')
 
 
-def jax_variants(batch_np: dict[str, np.ndarray], out: dict[str, dict[str, Any]],
-                 on_result: Callable[[], None] = lambda: None) -> dict[str, dict[str, Any]]:
-  """Times each variant's training step; fills `out` and calls `on_result` after each."""
+def lower_step(name: str, batch: Any, abstract: bool = False):
+  """The jitted training step of variant `name`, lowered for `batch`.
+
+  Returns (lowered, state, frozen, trainable parameter count); with `abstract` the
+  parameters are shapes only (for FLOP counts on another machine than the timing).
+  """
   train = _import_train()
   from adamix_jax import methods, optim  # pylint: disable=import-outside-toplevel
   from adamix_jax.model import Model, init_params  # pylint: disable=import-outside-toplevel
   from configs import default, presets  # pylint: disable=import-outside-toplevel
 
-  config = shape_config()
-  dtype = jnp.dtype(FLAGS.dtype)
+  method, weight = variant_method(name)
+  run_config = presets.method_preset(default.get_config(), method)
+  run_config.consistency_weight = weight
+  fields = dict(run_config.adapter)
+  fields['lora_targets'] = tuple(fields['lora_targets'])
+  adaptation = methods.adaptation_for(method, **fields)
+  model = Model(shape_config(), adaptation, num_labels=2, dtype=jnp.dtype(FLAGS.dtype))
+  init = functools.partial(init_params, model, jax.random.PRNGKey(0))  # same backbone for all
+  params = jax.eval_shape(init) if abstract else init()
+  trainable, frozen = methods.partition(params, methods.trainable_mask(params, method))
+  tx, schedule = optim.make_optimizer(run_config, 1000, adaptation, trainable)
+  make_state = lambda p: train.TrainState(step=jnp.zeros((), jnp.int32), params=p,
+                                          opt_state=tx.init(p), rng=jax.random.PRNGKey(2))
+  state = jax.eval_shape(make_state, trainable) if abstract else make_state(trainable)
+  lowered = jax.jit(functools.partial(
+      train.train_step, model=model, tx=tx, schedule=schedule, consistency_weight=weight,
+      regression=False), donate_argnums=(0,)).lower(state, frozen, batch)
+  count = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(trainable))
+  return lowered, state, frozen, count
+
+
+def jax_variants(batch_np: dict[str, np.ndarray], out: dict[str, dict[str, Any]],
+                 matmul_flops: float, on_result: Callable[[], None] = lambda: None) -> dict[str, dict[str, Any]]:
+  """Times each variant's training step; fills `out` and calls `on_result` after each."""
   batch = jax.device_put(batch_np)
   for name in FLAGS.variants:
-    method, weight = variant_method(name)
-    run_config = presets.method_preset(default.get_config(), method)
-    run_config.consistency_weight = weight
-    fields = dict(run_config.adapter)
-    fields['lora_targets'] = tuple(fields['lora_targets'])
-    adaptation = methods.adaptation_for(method, **fields)
-    model = Model(config, adaptation, num_labels=2, dtype=dtype)
-    params = init_params(model, jax.random.PRNGKey(0))  # the same backbone for all
-    trainable, frozen = methods.partition(params, methods.trainable_mask(params, method))
-    tx, schedule = optim.make_optimizer(run_config, 1000, adaptation, trainable)
-    state = train.TrainState(step=jnp.zeros((), jnp.int32), params=trainable,
-                             opt_state=tx.init(trainable), rng=jax.random.PRNGKey(2))
-    lowered = jax.jit(functools.partial(
-        train.train_step, model=model, tx=tx, schedule=schedule, consistency_weight=weight,
-        regression=False), donate_argnums=(0,)).lower(state, frozen, batch)
+    lowered, state, frozen, trainable = lower_step(name, batch)
     start = time.perf_counter()
     compiled = lowered.compile()
     compile_s = time.perf_counter() - start
@@ -152,7 +167,7 @@ def jax_variants(batch_np: dict[str, np.ndarray], out: dict[str, dict[str, Any]]
     out[name] = {
         'step_s': statistics.median(seconds), 'samples': seconds, 'compile_s': compile_s,
         'flops': lowered_flops(lowered),
-        'trainable': sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(trainable)),
+        'trainable': trainable, 'matmul_flops': matmul_flops,
         'peak_gib': (memory.argument_size_in_bytes + memory.temp_size_in_bytes +
                      memory.output_size_in_bytes - memory.alias_size_in_bytes) / 2**30
         if memory else float('nan')}
@@ -209,37 +224,90 @@ def torch_step(batch_np: dict[str, np.ndarray], kind: str) -> dict[str, Any]:
           'attention': getattr(model.config, '_attn_implementation', '?')}
 
 
+def make_batch() -> dict[str, np.ndarray]:
+  rng = np.random.RandomState(0)
+  shape = (FLAGS.batch, FLAGS.length)
+  ids = rng.randint(3, shape_config().vocab_size, size=shape).astype(np.int32)
+  return {'input_ids': ids, 'attention_mask': np.ones_like(ids),
+          'token_type_ids': np.zeros_like(ids),
+          'labels': rng.randint(0, 2, size=(FLAGS.batch,)).astype(np.int32)}
+
+
+def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
+  """Several calls' gpu_step.json as one: variants and peers keep their call's matmul rate."""
+  devices = {r['device'] for r in results}
+  shapes = {(r['shape'], r['batch'], r['length'], r['dtype']) for r in results}
+  if len(devices) > 1 or len(shapes) > 1:
+    raise ValueError(f'Results from different devices {devices} or shapes {shapes}: '
+                     'render them separately.')
+  merged = dict(results[0], jax={}, torch={}, calls=len(results),
+                matmul_rates=[r['matmul_flops'] for r in results])
+  for r in results:
+    for name, v in r.get('jax', {}).items():
+      merged['jax'][name] = {'matmul_flops': r['matmul_flops'], **v}
+    for kind, v in (r.get('torch') or {}).items():
+      merged['torch'][kind] = {'matmul_flops': r['matmul_flops'], **v}
+  return merged
+
+
+def fill_flops(result: dict[str, Any]) -> None:
+  """Counts missing per-step FLOPs by lowering the same step (abstract parameters) here."""
+  missing = [n for n, v in result['jax'].items() if not math.isfinite(v.get('flops', math.nan))]
+  if not missing:
+    return
+  FLAGS.batch, FLAGS.length, FLAGS.dtype = result['batch'], result['length'], result['dtype']
+  FLAGS.smoke = result['shape'] != 'roberta-large'
+  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in make_batch().items()}
+  for name in missing:
+    lowered, *_ = lower_step(name, batch, abstract=True)
+    result['jax'][name]['flops'] = lowered_flops(lowered)
+    result['jax'][name]['flops_counted_on'] = jax.default_backend()
+    print(f"  {name}: {result['jax'][name]['flops'] / 1e12:.2f} TFLOP/step "
+          f'(XLA, lowered on {jax.default_backend()})', flush=True)
+
+
 def render(result: dict[str, Any]) -> str:
-  rate = result['matmul_flops']
   rows = []
   for name, r in result['jax'].items():
+    rate = r.get('matmul_flops', result['matmul_flops'])
     achieved = r['flops'] / r['step_s']
     rows.append([f'ours: {name}', f"{r['trainable']:,}", f"{1e3 * r['step_s']:.1f}",
                  f"{r['flops'] / 1e12:.2f}", f'{achieved / 1e12:.0f}',
                  f'{100 * achieved / rate:.0f}%',
                  common.verdict(achieved / rate, MFU_GOAL, at_least=True),
-                 f"{r['peak_gib']:.1f}"])
+                 f"{r['peak_gib']:.1f}", f"{r.get('compile_s', math.nan):.0f}"])
   peers = result.get('torch') or {}
   for kind, peer in peers.items():
     if 'step_s' not in peer:
       continue
     ours = result['jax'].get(kind)
     flops = ours['flops'] if ours else float('nan')
+    rate = peer.get('matmul_flops', result['matmul_flops'])
     label = 'torch+PEFT lora' if kind == 'lora' else f'torch {kind}'
     rows.append([f"{label} ({peer['attention']})", f"{peer['trainable']:,}",
                  f"{1e3 * peer['step_s']:.1f}", f'{flops / 1e12:.2f} (ours)',
                  f"{flops / peer['step_s'] / 1e12:.0f}",
-                 f"{100 * flops / peer['step_s'] / rate:.0f}%", '', ''])
+                 f"{100 * flops / peer['step_s'] / rate:.0f}%", '', '', ''])
   table = common.markdown_table(
       ['variant', 'trainable', 'ms / step', 'TFLOP / step (XLA)', 'TFLOP/s', 'MFU',
-       f'≥ {MFU_GOAL:.0%}', 'XLA peak GiB'], rows)
+       f'≥ {MFU_GOAL:.0%}', 'XLA peak GiB', 'compile s'], rows)
   smoke = result['shape'] != 'roberta-large'
+  rates = result.get('matmul_rates', [result['matmul_flops']])
+  calls = result.get('calls', 1)
+  counted = sorted({r['flops_counted_on'] for r in result['jax'].values()
+                    if 'flops_counted_on' in r})
   lines = [f"## GPU step (`bash benchmarks/gpu.sh`){' — SMOKE (tiny shapes)' if smoke else ''}",
            '', f"Device: {result['device']}. {result['machine']}", '',
            f"Shape {result['shape']}, batch {result['batch']}, length {result['length']}, "
            f"{result['dtype']}; ms / step: median of {result.get('repeats', '?')} runs of "
-           f"{result.get('steps', '?')} steps. Measured {result['dtype']} matmul: "
-           f'{rate / 1e12:.0f} TFLOP/s (the MFU denominator).', '', table]
+           f"{result.get('steps', '?')} steps"
+           + (f', {calls} calls on the same warm machine (each row against its own '
+              "call's matmul rate)" if calls > 1 else '')
+           + f". Measured {result['dtype']} matmul: "
+           + ' / '.join(f'{r / 1e12:.0f}' for r in rates) + ' TFLOP/s (the MFU denominator).'
+           + (f" TFLOP / step: XLA's count of the same step lowered on {', '.join(counted)} "
+              "(the device's cost analysis returned none); torch rows use our count."
+              if counted else ''), '', table]
   jx = result['jax']
   for num, den, goal in (('adamix', 'adapter', 1.05), ('adamix+consistency', 'adapter', 2.1)):
     if num in jx and den in jx:
@@ -261,18 +329,15 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if FLAGS.render:
-    text = render(json.loads(Path(FLAGS.render).read_text()))
+    result = merge_results([json.loads(Path(p).read_text()) for p in FLAGS.render])
+    fill_flops(result)
+    text = render(result)
     print(text)
     print(f"Updated {common.update_section('gpu', text)}")
     return
   if FLAGS.smoke:
     FLAGS.batch, FLAGS.length, FLAGS.steps, FLAGS.repeats = 4, 16, 2, 2
-  config = shape_config()
-  rng = np.random.RandomState(0)
-  ids = rng.randint(3, config.vocab_size, size=(FLAGS.batch, FLAGS.length)).astype(np.int32)
-  batch = {'input_ids': ids, 'attention_mask': np.ones_like(ids),
-           'token_type_ids': np.zeros_like(ids),
-           'labels': rng.randint(0, 2, size=(FLAGS.batch,)).astype(np.int32)}
+  batch = make_batch()
   device = jax.devices()[0]
   result: dict[str, Any] = {
       'device': f'{device.platform}: {getattr(device, "device_kind", device)}',
@@ -289,7 +354,7 @@ def main(argv):
   result['matmul_flops'] = matmul_rate(jnp.dtype(FLAGS.dtype))
   print(f"{FLAGS.dtype} matmul: {result['matmul_flops'] / 1e12:.1f} TFLOP/s", flush=True)
   result['jax'] = {}
-  jax_variants(batch, result['jax'], on_result=save)
+  jax_variants(batch, result['jax'], result['matmul_flops'], on_result=save)
   result['torch'] = {}
   for kind in FLAGS.torch:
     try:
