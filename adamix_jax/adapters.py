@@ -10,7 +10,7 @@ parameter tree of the plain module.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -94,6 +94,11 @@ class AdaptationConfig:
             f'lora_targets {tuple(self.lora_targets)} invalid; choose from {LORA_TARGETS}')
     if self.uses_bottleneck and self.adapter_size < 1:
       raise ValueError(f'adapter_size must be >= 1, got {self.adapter_size}')
+
+  def to_json(self) -> dict[str, Any]:
+    """The fields as JSON values (tuples as lists); `AdaptationConfig(**d)` reads it back."""
+    return {k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(self).items()}
 
   @property
   def is_mixture(self) -> bool:

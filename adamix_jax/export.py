@@ -13,7 +13,6 @@ predicts exactly as the trained one did.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
@@ -86,7 +85,7 @@ def write_export(out_dir: str | os.PathLike, tensors: dict[str, np.ndarray], *,
       'base_checkpoint': base_checkpoint,
       'method': method,
       'merged_method': merged_method,
-      'adaptation': _adaptation_to_json(adaptation),
+      'adaptation': adaptation.to_json(),
       'task': task.name,
       'labels': list(task.labels) if task.labels is not None else None,
       'num_labels': task.num_labels,
@@ -110,11 +109,6 @@ def write_export(out_dir: str | os.PathLike, tensors: dict[str, np.ndarray], *,
   save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(out / TENSORS))
   (out / INFO).write_text(json.dumps(info, indent=2))
   return out
-
-
-def _adaptation_to_json(adaptation: AdaptationConfig) -> dict[str, Any]:
-  return {k: list(v) if isinstance(v, tuple) else v
-          for k, v in dataclasses.asdict(adaptation).items()}
 
 
 def read_info(export_dir: str | os.PathLike) -> dict[str, Any]:

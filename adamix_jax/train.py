@@ -235,8 +235,7 @@ def _run_meta(config: ml_collections.ConfigDict, run_task: TaskSpec,
       'checkpoint': str(config.model.checkpoint),
       'peft_adapter': str(config.model.peft_adapter),
       'method': config.method,
-      'adaptation': {k: list(v) if isinstance(v, tuple) else v
-                     for k, v in dataclasses.asdict(adaptation).items()},
+      'adaptation': adaptation.to_json(),
       'task': run_task.name,
       'num_labels': run_task.num_labels,
   }
