@@ -35,7 +35,6 @@ of it. RTE at 3 epochs is far from the paper's 20-50 epochs: scores are low and 
 
 from __future__ import annotations
 
-import ast
 import json
 import statistics
 import time
@@ -51,7 +50,7 @@ import orbax.checkpoint as ocp
 from adamix_jax import methods, optim, report, sweep, train
 from adamix_jax.data import readers
 from benchmarks import common
-from configs.presets import method_preset
+from configs import presets
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_CONFIG = Path(__file__).resolve().parent / 'quality_config.py'
@@ -101,13 +100,6 @@ def check_data(data_dir: Path, tasks: list[str]) -> None:
         f'../shared/data/glue beside the project root).')
 
 
-def _parse_value(text: str) -> Any:
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text  # a bare string
-
-
 def budget() -> dict[str, Any]:
   """What decides the runs' results besides task, method and seed."""
   user = {}
@@ -115,15 +107,11 @@ def budget() -> dict[str, Any]:
     if '=' not in item:
       raise app.UsageError(f'--set expects dotted=value, got {item!r}')
     key, value = item.split('=', 1)
-    user[key.strip()] = _parse_value(value.strip())
-  per_method: dict[str, dict[str, Any]] = {}
-  for item in FLAGS.method_set:
-    method, colon, rest = item.partition(':')
-    key, eq, value = rest.partition('=')
-    if not colon or not eq or method not in methods.METHODS:
-      raise app.UsageError(f'--method_set expects method:dotted=value with a method among '
-                           f'{methods.METHODS}, got {item!r}')
-    per_method.setdefault(method, {})[key.strip()] = _parse_value(value.strip())
+    user[key.strip()] = presets.parse_value(value.strip())
+  try:
+    per_method = presets.parse_method_overrides(FLAGS.method_set)
+  except ValueError as e:
+    raise app.UsageError(f'--method_set: {e}') from None
   return {'steps': FLAGS.steps, 'sst2_steps': FLAGS.sst2_steps,
           'sst2_eval_every': FLAGS.sst2_eval_every, 'epochs': FLAGS.epochs,
           'max_length': FLAGS.max_length, 'set': user, 'method_set': per_method}
@@ -131,18 +119,7 @@ def budget() -> dict[str, Any]:
 
 def plan_preset(plan: dict[str, Any]):
   """`method_preset`, then the plan's per-method overrides (--method_set)."""
-  def preset(config, method):
-    config = method_preset(config, method)
-    for key, value in plan.get('method_set', {}).get(method, {}).items():
-      target = config
-      *parents, leaf = key.split('.')
-      for name in parents:
-        target = target[name]
-      if leaf not in target:
-        raise app.UsageError(f'--method_set {method}:{key}: no such config field')
-      target[leaf] = value
-    return config
-  return preset
+  return presets.preset_with(plan.get('method_set', {}))
 
 
 def task_overrides(task: str, plan: dict[str, Any], data_dir: Path) -> dict[str, Any]:

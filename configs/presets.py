@@ -8,6 +8,9 @@ file (`configs/glue_<task>.py` when it exists), `method_preset(config, method)`,
 
 from __future__ import annotations
 
+import ast
+from typing import Any, Callable, Iterable
+
 import ml_collections
 
 from adamix_jax import methods
@@ -55,3 +58,44 @@ def method_preset(config: ml_collections.ConfigDict, method: str
   # adapter, lora, head_only, adamix, adamix_lora keep the config's learning rate (the
   # AdaMix and LoRA scripts use 3e-4 to 5e-4, the default's 4e-4 range).
   return config
+
+
+def parse_value(text: str) -> Any:
+  """A command-line value: a Python literal (1e-3, True, (1, 2)) or else the bare string."""
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def parse_method_overrides(items: Iterable[str]) -> dict[str, dict[str, Any]]:
+  """'method:dotted.field=value' items -> {method: {dotted.field: value}}."""
+  per_method: dict[str, dict[str, Any]] = {}
+  for item in items:
+    method, colon, rest = item.partition(':')
+    key, eq, value = rest.partition('=')
+    if not colon or not eq or not key.strip() or method not in methods.METHODS:
+      raise ValueError(f'{item!r}: expected method:dotted.field=value with a method among '
+                       f'{methods.METHODS}')
+    per_method.setdefault(method, {})[key.strip()] = parse_value(value.strip())
+  return per_method
+
+
+def preset_with(per_method: dict[str, dict[str, Any]]
+                ) -> Callable[[ml_collections.ConfigDict, str], ml_collections.ConfigDict]:
+  """`method_preset`, then the overrides for that method only (e.g. a learning rate for
+  `full` alone in a sweep that sets another for the adapters)."""
+  def preset(config: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
+    config = method_preset(config, method)
+    for key, value in per_method.get(method, {}).items():
+      target = config
+      *parents, leaf = key.split('.')
+      for name in parents:
+        if name not in target:
+          raise ValueError(f'{method}:{key}: no config field {name!r}')
+        target = target[name]
+      if leaf not in target:
+        raise ValueError(f'{method}:{key}: no config field {leaf!r}')
+      target[leaf] = value
+    return config
+  return preset

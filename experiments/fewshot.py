@@ -3,6 +3,7 @@
   python -m experiments.fewshot --workdir=ROOT --data_dir=../shared/data/few-shot-list \
       --tasks=sst2,subj,mpqa,rte --methods=adamix,adapter,lora,full [--seeds=1,2,3,4,5] \
       [--override=model.checkpoint=/path/to/roberta-large --override=num_train_steps=500]
+      [--method_override=full:learning_rate=1e-5]
 
 Each task trains with configs/fewshot/<task>.py (LM-BFF template and label words, K = 30
 examples in total, a fixed number of steps, no dev set); seed s trains on split 30-s and
@@ -13,7 +14,7 @@ table (final metrics) as Markdown, CSV and a plot. Finished runs are skipped on 
 from absl import app, flags
 
 from adamix_jax import distributed, report, sweep
-from configs.presets import method_preset
+from configs.presets import parse_method_overrides, preset_with
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Root of the runs: ROOT/<task>/<method>/seed_<seed>.')
@@ -25,6 +26,9 @@ flags.DEFINE_string('data_dir', '', 'The LiST few-shot folder (<task>/<K>-<seed>
                     '<task>/test.*); empty: the bundled copy (test files cut to 100 rows).')
 flags.DEFINE_multi_string('override', [], 'A config override field=value (repeatable), '
                           'e.g. model.checkpoint=/models/roberta-large.')
+flags.DEFINE_multi_string('method_override', [], 'An override for one method, '
+                          'method:field=value (repeatable), applied after the method preset, '
+                          'e.g. full:learning_rate=5e-5; --override comes after it.')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -49,11 +53,15 @@ def main(argv):
     overrides[field] = _parse(value)
   if FLAGS.data_dir:
     overrides['data.data_dir'] = FLAGS.data_dir
+  try:
+    preset = preset_with(parse_method_overrides(FLAGS.method_override))
+  except ValueError as e:
+    raise app.UsageError(f'--method_override: {e}') from None
   runs = []
   for task in FLAGS.tasks:
     runs += sweep.plan(f'configs/fewshot/{task}.py', FLAGS.workdir, tasks=[task],
                        methods=FLAGS.methods, seeds=[int(s) for s in FLAGS.seeds],
-                       overrides=overrides, preset=method_preset)
+                       overrides=overrides, preset=preset)
   outcome = sweep.run_sweep(runs)
   paths = report.write_report(FLAGS.workdir, f'{FLAGS.workdir}/report', which='final')
   print(paths['markdown'].read_text())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from absl import app
 
 from benchmarks import quality
 from configs import default
@@ -19,5 +18,5 @@ def test_method_set_overrides_only_its_method():
 
 def test_method_set_names_an_unknown_field():
   preset = quality.plan_preset({'method_set': {'full': {'adapter.no_such': 1}}})
-  with pytest.raises(app.UsageError, match='full:adapter.no_such'):
+  with pytest.raises(ValueError, match='full:adapter.no_such'):
     preset(default.get_config(), 'full')

@@ -30,3 +30,25 @@ def test_official_mnli_settings():
   assert (c.adapter.num_experts, c.adapter.share_up, c.consistency_weight) == (4, True, 1.0)
   b = bert_base_glue_mnli.get_config()
   assert (b.learning_rate, b.num_epochs, b.adapter.adapter_size) == (4e-4, 40, 48)
+
+
+def test_method_overrides_parse_literals_and_name_bad_items():
+  from configs import presets
+  parsed = presets.parse_method_overrides(
+      ['full:learning_rate=5e-5', 'adamix:adapter.num_experts=2', 'lora:model.pooling=mean'])
+  assert parsed == {'full': {'learning_rate': 5e-5}, 'adamix': {'adapter.num_experts': 2},
+                    'lora': {'model.pooling': 'mean'}}
+  for bad in ('learning_rate=1', 'fulll:learning_rate=1', 'full:learning_rate'):
+    with pytest.raises(ValueError, match=bad):
+      presets.parse_method_overrides([bad])
+
+
+def test_fewshot_cli_rejects_a_bad_method_override(tmp_path):
+  import subprocess
+  import sys
+  out = subprocess.run(
+      [sys.executable, '-m', 'experiments.fewshot', f'--workdir={tmp_path}', '--tasks=sst2',
+       '--method_override=fulll:learning_rate=1e-5'],
+      cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+  assert out.returncode != 0 and 'fulll:learning_rate=1e-5' in out.stderr
+  assert not any(tmp_path.iterdir())  # nothing trained or written
