@@ -36,11 +36,11 @@ from typing import Any, Sequence
 
 WHICH = ('best', 'final')
 # Column and row order of the AdaMix tables; anything else follows alphabetically.
-TASK_ORDER = ('mnli', 'qnli', 'sst2', 'qqp', 'mrpc', 'cola', 'rte', 'stsb')
+TASK_ORDER = ('mnli', 'qnli', 'sst2', 'qqp', 'mrpc', 'cola', 'rte', 'stsb', 'subj', 'mpqa')
 METHOD_ORDER = ('full', 'head_only', 'bitfit', 'adapter', 'lora', 'adamix', 'adamix_lora')
 MIXTURES = ('adamix', 'adamix_lora')
 TASK_TITLES = {'mnli': 'MNLI', 'qnli': 'QNLI', 'sst2': 'SST-2', 'qqp': 'QQP', 'mrpc': 'MRPC',
-               'cola': 'CoLA', 'rte': 'RTE', 'stsb': 'STS-B'}
+               'cola': 'CoLA', 'rte': 'RTE', 'stsb': 'STS-B', 'subj': 'Subj', 'mpqa': 'MPQA'}
 METRIC_TITLES = {'accuracy': 'acc', 'f1': 'F1', 'mcc': 'MCC', 'pearson': 'Pearson',
                  'spearman': 'Spearman'}
 PARAMETER_FIELDS = ('trainable_backbone', 'trainable_backbone_pct',
