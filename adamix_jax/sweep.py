@@ -86,10 +86,15 @@ def config_file_for(task: str, base_file: str | Path, base_task: str) -> Path:
   return next((c for c in candidates if c.is_file()), base_file)
 
 
-def _set(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
+def set_field(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
+  """Sets an existing config field by its dotted name ('adapter.num_experts')."""
   *parents, leaf = dotted.split('.')
   for name in parents:
+    if name not in config:
+      raise ValueError(f'{dotted}: no config field {name!r}')
     config = config[name]
+  if leaf not in config:
+    raise ValueError(f'{dotted}: no config field {leaf!r}')
   config[leaf] = value
 
 
@@ -129,7 +134,7 @@ def plan(base_file: str | Path, root: str | Path, *, tasks: Sequence[str] | None
         if preset is not None:
           config = preset(config, method)
         for field, value in overrides.items():
-          _set(config, field, value)
+          set_field(config, field, value)
         config.method, config.seed, config.data.task = method, int(seed), task
         train.validate_config(config)  # fail before the first run, not in the middle
         runs.append(Run(task, method, int(seed),

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable
 
 import ml_collections
 
-from adamix_jax import methods
+from adamix_jax import methods, sweep
 
 MIXTURES = ('adamix', 'adamix_lora')
 
@@ -88,14 +88,9 @@ def preset_with(per_method: dict[str, dict[str, Any]]
   def preset(config: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
     config = method_preset(config, method)
     for key, value in per_method.get(method, {}).items():
-      target = config
-      *parents, leaf = key.split('.')
-      for name in parents:
-        if name not in target:
-          raise ValueError(f'{method}:{key}: no config field {name!r}')
-        target = target[name]
-      if leaf not in target:
-        raise ValueError(f'{method}:{key}: no config field {leaf!r}')
-      target[leaf] = value
+      try:
+        sweep.set_field(config, key, value)
+      except ValueError as e:
+        raise ValueError(f'{method}:{e}') from None
     return config
   return preset
