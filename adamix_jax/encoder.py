@@ -9,6 +9,13 @@ Adapter slots: after the attention output projection and after the feed-forward 
 projection, before dropout, residual and LayerNorm (`dense -> h + adapter(h) -> dropout ->
 LayerNorm(h + input)`, the official AdaMix placement). With no adapter a slot is the
 identity. LoRA sits inside the projections themselves (`adapters.LoRADense`).
+
+Attention (`attention=`): 'standard' computes softmax(QK^T / sqrt(d)) V as plain ops, with
+dropout on the attention probabilities in training, as transformers does. 'fused' calls
+`jax.nn.dot_product_attention` (cuDNN flash attention on NVIDIA GPUs in bfloat16/float16,
+XLA's implementation elsewhere): the [B, H, L, L] probabilities are never written to
+memory, and there is **no dropout on the attention probabilities** (the fused kernels
+have none); everything else is unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from adamix_jax.adapters import AdaptationConfig, BottleneckAdapter, LoRADense, 
 from adamix_jax.routing import Routing
 
 SUPPORTED_MODEL_TYPES = ('bert', 'roberta')
+ATTENTIONS = ('standard', 'fused')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,11 +122,23 @@ class Embeddings(nn.Module):
     return self.dropout(h, deterministic=deterministic)
 
 
+def fused_attention(q, k, v, attention_mask):
+  """`jax.nn.dot_product_attention` over [B, L, H, D] heads; cuDNN where it applies."""
+  cudnn = (jax.default_backend() == 'gpu' and q.dtype in (jnp.bfloat16, jnp.float16))
+  b, length = q.shape[0], q.shape[1]
+  # cuDNN takes the mask as a [B, 1, T, S] bias: broadcast the key-padding mask to it.
+  mask = jnp.broadcast_to(attention_mask[:, None, None, :].astype(bool),
+                          (b, 1, length, k.shape[1]))
+  return jax.nn.dot_product_attention(q, k, v, mask=mask,
+                                      implementation='cudnn' if cudnn else None)
+
+
 class SelfAttention(nn.Module):
   config: EncoderConfig
   adaptation: AdaptationConfig
   layer: int
   dtype: jnp.dtype = jnp.float32
+  attention: str = 'standard'
 
   @nn.compact
   def __call__(self, h, attention_mask, routing: Routing, deterministic: bool):
@@ -133,6 +153,9 @@ class SelfAttention(nn.Module):
       return y.reshape(y.shape[:-1] + (heads, head_dim))
 
     q, k, v = proj('query'), proj('key'), proj('value')
+    if self.attention == 'fused':
+      context = fused_attention(q, k, v, attention_mask)
+      return context.reshape(context.shape[:-2] + (cfg.hidden_size,))
     scores = jnp.einsum('bqhd,bkhd->bhqk', q, k).astype(jnp.float32) / jnp.sqrt(head_dim)
     # Padding keys are masked out; softmax in float32.
     scores = jnp.where(attention_mask[:, None, None, :].astype(bool), scores,
@@ -172,11 +195,13 @@ class Attention(nn.Module):
   adaptation: AdaptationConfig
   layer: int
   dtype: jnp.dtype = jnp.float32
+  attention: str = 'standard'
 
   @nn.compact
   def __call__(self, h, attention_mask, routing: Routing, deterministic: bool):
     context = SelfAttention(self.config, self.adaptation, self.layer, self.dtype,
-                            name='self')(h, attention_mask, routing, deterministic)
+                            self.attention, name='self')(
+                                h, attention_mask, routing, deterministic)
     return SublayerOutput(self.config, self.adaptation, self.layer, 'attention',
                           'attention_output', self.dtype, name='output')(
                               context, h, routing, deterministic)
@@ -187,12 +212,13 @@ class TransformerLayer(nn.Module):
   adaptation: AdaptationConfig
   layer: int
   dtype: jnp.dtype = jnp.float32
+  attention: str = 'standard'
 
   @nn.compact
   def __call__(self, h, attention_mask, routing: Routing, deterministic: bool):
     cfg = self.config
-    a = Attention(cfg, self.adaptation, self.layer, self.dtype, name='attention')(
-        h, attention_mask, routing, deterministic)
+    a = Attention(cfg, self.adaptation, self.layer, self.dtype, self.attention,
+                  name='attention')(h, attention_mask, routing, deterministic)
     inter = LoRADense(cfg.intermediate_size, self.adaptation, self.layer, 'intermediate',
                       self.dtype, nn.initializers.normal(cfg.initializer_range),
                       name='intermediate_dense')(a, routing, deterministic)
@@ -211,11 +237,15 @@ class Encoder(nn.Module):
   adaptation: AdaptationConfig = AdaptationConfig()
   add_pooler: bool = True
   dtype: jnp.dtype = jnp.float32
+  attention: str = 'standard'  # or 'fused' (see the module docstring)
 
   def setup(self):
     cfg = self.config
+    if self.attention not in ATTENTIONS:
+      raise ValueError(f'Unknown attention {self.attention!r}; supported: {ATTENTIONS}')
     self.embeddings = Embeddings(cfg, self.dtype)
-    self.layers = [TransformerLayer(cfg, self.adaptation, i, self.dtype, name=f'layer_{i}')
+    self.layers = [TransformerLayer(cfg, self.adaptation, i, self.dtype, self.attention,
+                                    name=f'layer_{i}')
                    for i in range(cfg.num_hidden_layers)]
     if self.add_pooler:
       self.pooler = nn.Dense(cfg.hidden_size, dtype=self.dtype,

@@ -33,6 +33,7 @@ from adamix_jax import consistency, inference, merging, methods, optim, prompts
 from adamix_jax.adapters import AdaptationConfig
 from adamix_jax.data import metrics as metrics_lib, pipeline, readers
 from adamix_jax.data.tasks import TaskSpec
+from adamix_jax.encoder import ATTENTIONS
 from adamix_jax.model import Model, from_pretrained
 from adamix_jax.routing import Routing
 
@@ -89,6 +90,9 @@ def validate_config(config: ml_collections.ConfigDict, hidden_size: int | None =
     raise ValueError(f'config.model.head={config.model.head!r}: choose classifier or prompt')
   if config.model.pooling not in ('cls', 'mean'):
     raise ValueError(f'config.model.pooling={config.model.pooling!r}: choose cls or mean')
+  if config.model.get('attention', 'standard') not in ATTENTIONS:
+    raise ValueError(f'config.model.attention={config.model.attention!r}: choose '
+                     f'{" or ".join(ATTENTIONS)}')
   if config.model.head == 'prompt' and config.method == 'head_only':
     raise ValueError('method=head_only with model.head=prompt trains nothing: the MLM head '
                      'stays frozen. Use head=classifier, or another method.')
@@ -392,14 +396,19 @@ def build_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
   model, params, report = from_pretrained(
       model_dir, adaptation=adaptation, head=config.model.head, num_labels=task.num_labels,
       label_word_ids=word_ids, pooling=config.model.pooling,
-      dtype=jnp.dtype(config.model.dtype), rng=jax.random.PRNGKey(config.seed),
-      allow_pickle=config.model.allow_pickle)
+      dtype=jnp.dtype(config.model.dtype), attention=config.model.get('attention', 'standard'),
+      rng=jax.random.PRNGKey(config.seed), allow_pickle=config.model.allow_pickle)
   if config.model.peft_adapter:
     from adamix_jax.interop import peft_io  # pylint: disable=import-outside-toplevel
     params = peft_io.overlay_peft(params, adaptation, model.config,
                                   peft_io.read_peft(config.model.peft_adapter))
   validate_config(config, hidden_size=model.config.hidden_size, num_devices=mesh.size)
   logging.info('%s', report.summary())
+  if model.attention == 'fused' and model.config.attention_probs_dropout_prob > 0:
+    logging.warning('config.model.attention=fused: the checkpoint\'s attention_probs_dropout_prob'
+                    '=%s is not applied (fused attention has no dropout on the attention '
+                    'probabilities); the other dropouts are.',
+                    model.config.attention_probs_dropout_prob)
   mask = methods.trainable_mask(params, config.method,
                                 train_layer_norm=config.train_layer_norm)
   trainable, frozen = methods.partition(params, mask)

@@ -9,7 +9,11 @@ is `train.train_step` jitted with the state donated, as `train_and_evaluate` run
 - adamix+consistency: AdaMix as the paper trains it (4 experts, shared up projection,
   two routed passes, consistency weight 1);
 - adamix: one routed pass; adapter: the plain adapter of the same size; lora: rank 8 on
-  query/value.
+  query/value; full: full fine-tuning.
+Ablations of a variant (suffixes, combinable: `adapter@fused@rbg`): `@fused` fused attention
+(`config.model.attention='fused'`: cuDNN flash attention, no attention-probability
+dropout); `@nodrop` every dropout rate 0; `@rbg` / `@unsafe_rbg` dropout masks and routing
+from that PRNG (`jax_default_prng_impl`) instead of threefry.
 Time per step: `--steps` steps dispatched back to back, then one `block_until_ready`,
 divided by the count; the median of `--repeats` such measurements.
 MFU = (FLOPs of the step / time) / (the measured bf16 matmul rate, 8192^3, same process).
@@ -24,6 +28,7 @@ Writes gpu_step.json and gpu_step.md to $OUT when set (else to --out_dir).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -79,9 +84,38 @@ def shape_config():
   return large
 
 
-def variant_method(name: str) -> tuple[str, float]:
-  return {'adamix+consistency': ('adamix', 1.0), 'adamix': ('adamix', 0.0),
-          'adapter': ('adapter', 0.0), 'lora': ('lora', 0.0), 'full': ('full', 0.0)}[name]
+ABLATIONS = ('fused', 'nodrop', 'rbg', 'unsafe_rbg')
+
+
+def parse_variant(name: str) -> tuple[str, float, frozenset[str]]:
+  """`base@ablation@...` -> (method, consistency weight, ablations)."""
+  base, *ablations = name.split('@')
+  methods = {'adamix+consistency': ('adamix', 1.0), 'adamix': ('adamix', 0.0),
+             'adapter': ('adapter', 0.0), 'lora': ('lora', 0.0), 'full': ('full', 0.0)}
+  if base not in methods:
+    raise ValueError(f'Unknown variant {base!r} in {name!r}; supported: {", ".join(methods)}')
+  unknown = set(ablations) - set(ABLATIONS)
+  if unknown:
+    raise ValueError(f'Unknown ablation(s) {sorted(unknown)} in {name!r}; supported: '
+                     f'{", ".join(ABLATIONS)}')
+  if {'rbg', 'unsafe_rbg'} <= set(ablations):
+    raise ValueError(f'{name!r}: choose one of rbg, unsafe_rbg')
+  return (*methods[base], frozenset(ablations))
+
+
+@contextlib.contextmanager
+def prng_impl(ablations: frozenset[str]):
+  """The PRNG implementation an ablation asks for, while the step is traced."""
+  impl = next((a for a in ('rbg', 'unsafe_rbg') if a in ablations), None)
+  if impl is None:
+    yield
+    return
+  before = jax.config.jax_default_prng_impl
+  jax.config.update('jax_default_prng_impl', impl)
+  try:
+    yield
+  finally:
+    jax.config.update('jax_default_prng_impl', before)
 
 
 def time_steps(run_step: Callable[[], Any], sync: Callable[[Any], None], steps: int,
@@ -126,23 +160,30 @@ def lower_step(name: str, batch: Any, abstract: bool = False):
   from adamix_jax.model import Model, init_params  # pylint: disable=import-outside-toplevel
   from configs import default, presets  # pylint: disable=import-outside-toplevel
 
-  method, weight = variant_method(name)
+  method, weight, ablations = parse_variant(name)
   run_config = presets.method_preset(default.get_config(), method)
   run_config.consistency_weight = weight
   fields = dict(run_config.adapter)
   fields['lora_targets'] = tuple(fields['lora_targets'])
   adaptation = methods.adaptation_for(method, **fields)
-  model = Model(shape_config(), adaptation, num_labels=2, dtype=jnp.dtype(FLAGS.dtype))
+  encoder_config = shape_config()
+  if 'nodrop' in ablations:
+    encoder_config = dataclasses.replace(encoder_config, hidden_dropout_prob=0.0,
+                                         attention_probs_dropout_prob=0.0,
+                                         classifier_dropout=0.0)
+  model = Model(encoder_config, adaptation, num_labels=2, dtype=jnp.dtype(FLAGS.dtype),
+                attention='fused' if 'fused' in ablations else 'standard')
   init = functools.partial(init_params, model, jax.random.PRNGKey(0))  # same backbone for all
   params = jax.eval_shape(init) if abstract else init()
   trainable, frozen = methods.partition(params, methods.trainable_mask(params, method))
   tx, schedule = optim.make_optimizer(run_config, 1000, adaptation, trainable)
-  make_state = lambda p: train.TrainState(step=jnp.zeros((), jnp.int32), params=p,
-                                          opt_state=tx.init(p), rng=jax.random.PRNGKey(2))
-  state = jax.eval_shape(make_state, trainable) if abstract else make_state(trainable)
-  lowered = jax.jit(functools.partial(
-      train.train_step, model=model, tx=tx, schedule=schedule, consistency_weight=weight,
-      regression=False), donate_argnums=(0,)).lower(state, frozen, batch)
+  with prng_impl(ablations):
+    make_state = lambda p: train.TrainState(step=jnp.zeros((), jnp.int32), params=p,
+                                            opt_state=tx.init(p), rng=jax.random.PRNGKey(2))
+    state = jax.eval_shape(make_state, trainable) if abstract else make_state(trainable)
+    lowered = jax.jit(functools.partial(
+        train.train_step, model=model, tx=tx, schedule=schedule, consistency_weight=weight,
+        regression=False), donate_argnums=(0,)).lower(state, frozen, batch)
   count = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(trainable))
   return lowered, state, frozen, count
 
@@ -234,7 +275,9 @@ def make_batch() -> dict[str, np.ndarray]:
 
 
 def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
-  """Several calls' gpu_step.json as one: variants and peers keep their call's matmul rate."""
+  """Several calls' gpu_step.json as one: each variant and peer keeps its call (numbered
+  from 1) and that call's matmul rate; a name measured again in a later call is kept as
+  `name [call k]`."""
   devices = {r['device'] for r in results}
   shapes = {(r['shape'], r['batch'], r['length'], r['dtype']) for r in results}
   if len(devices) > 1 or len(shapes) > 1:
@@ -242,28 +285,52 @@ def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
                      'render them separately.')
   merged = dict(results[0], jax={}, torch={}, calls=len(results),
                 matmul_rates=[r['matmul_flops'] for r in results])
-  for r in results:
-    for name, v in r.get('jax', {}).items():
-      merged['jax'][name] = {'matmul_flops': r['matmul_flops'], **v}
-    for kind, v in (r.get('torch') or {}).items():
-      merged['torch'][kind] = {'matmul_flops': r['matmul_flops'], **v}
+  for call, r in enumerate(results, 1):
+    for section in ('jax', 'torch'):
+      for name, v in (r.get(section) or {}).items():
+        key = name if name not in merged[section] else f'{name} [call {call}]'
+        merged[section][key] = {'matmul_flops': r['matmul_flops'], 'call': call, **v}
   return merged
 
 
+def step_ratios(jx: dict[str, dict[str, Any]]) -> list[tuple[str, str, float, float]]:
+  """(numerator, denominator, ratio, goal) of the AdaMix targets, for every ablation set
+  measured for both; a pair from one call is preferred to one across calls."""
+  out = []
+  for num_base, den_base, goal in (('adamix', 'adapter', 1.05),
+                                   ('adamix+consistency', 'adapter', 2.1)):
+    for num, r in jx.items():
+      base, _, rest = num.partition('@')
+      if base != num_base or '[call' in num:
+        continue
+      den = den_base + ('@' + rest if rest else '')
+      candidates = [k for k in jx if k == den or k.startswith(den + ' [call')]
+      if not candidates:
+        continue
+      same = [k for k in candidates if jx[k].get('call') == r.get('call')]
+      den = (same or candidates)[0]
+      out.append((num, den, r['step_s'] / jx[den]['step_s'], goal))
+  return out
+
+
 def fill_flops(result: dict[str, Any]) -> None:
-  """Counts missing per-step FLOPs by lowering the same step (abstract parameters) here."""
+  """Counts missing per-step FLOPs by lowering the same step (abstract parameters) here;
+  a PyTorch peer without our variant of its kind gets that variant's count."""
   missing = [n for n, v in result['jax'].items() if not math.isfinite(v.get('flops', math.nan))]
-  if not missing:
+  peers = [k for k, v in (result.get('torch') or {}).items()
+           if 'step_s' in v and k.split(' [call')[0] not in result['jax']]
+  if not missing and not peers:
     return
   FLAGS.batch, FLAGS.length, FLAGS.dtype = result['batch'], result['length'], result['dtype']
   FLAGS.smoke = result['shape'] != 'roberta-large'
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in make_batch().items()}
-  for name in missing:
-    lowered, *_ = lower_step(name, batch, abstract=True)
-    result['jax'][name]['flops'] = lowered_flops(lowered)
-    result['jax'][name]['flops_counted_on'] = jax.default_backend()
-    print(f"  {name}: {result['jax'][name]['flops'] / 1e12:.2f} TFLOP/step "
-          f'(XLA, lowered on {jax.default_backend()})', flush=True)
+  for section, names in (('jax', missing), ('torch', peers)):
+    for name in names:
+      lowered, *_ = lower_step(name.split(' [call')[0], batch, abstract=True)
+      result[section][name]['flops'] = lowered_flops(lowered)
+      result[section][name]['flops_counted_on'] = jax.default_backend()
+      print(f"  {section} {name}: {result[section][name]['flops'] / 1e12:.2f} TFLOP/step "
+            f'(XLA, lowered on {jax.default_backend()})', flush=True)
 
 
 def render(result: dict[str, Any]) -> str:
@@ -280,10 +347,10 @@ def render(result: dict[str, Any]) -> str:
   for kind, peer in peers.items():
     if 'step_s' not in peer:
       continue
-    ours = result['jax'].get(kind)
-    flops = ours['flops'] if ours else float('nan')
+    ours = result['jax'].get(kind.split(' [call')[0])
+    flops = ours['flops'] if ours else peer.get('flops', float('nan'))
     rate = peer.get('matmul_flops', result['matmul_flops'])
-    label = 'torch+PEFT lora' if kind == 'lora' else f'torch {kind}'
+    label = 'torch+PEFT lora' if kind.startswith('lora') else f'torch {kind}'
     rows.append([f"{label} ({peer['attention']})", f"{peer['trainable']:,}",
                  f"{1e3 * peer['step_s']:.1f}", f'{flops / 1e12:.2f} (ours)',
                  f"{flops / peer['step_s'] / 1e12:.0f}",
@@ -294,33 +361,39 @@ def render(result: dict[str, Any]) -> str:
   smoke = result['shape'] != 'roberta-large'
   rates = result.get('matmul_rates', [result['matmul_flops']])
   calls = result.get('calls', 1)
-  counted = sorted({r['flops_counted_on'] for r in result['jax'].values()
+  counted = sorted({r['flops_counted_on']
+                    for r in [*result['jax'].values(), *peers.values()]
                     if 'flops_counted_on' in r})
   lines = [f"## GPU step (`bash benchmarks/gpu.sh`){' — SMOKE (tiny shapes)' if smoke else ''}",
            '', f"Device: {result['device']}. {result['machine']}", '',
            f"Shape {result['shape']}, batch {result['batch']}, length {result['length']}, "
            f"{result['dtype']}; ms / step: median of {result.get('repeats', '?')} runs of "
            f"{result.get('steps', '?')} steps"
-           + (f', {calls} calls on the same warm machine (each row against its own '
-              "call's matmul rate)" if calls > 1 else '')
+           + (f', {calls} calls (each row against its own call\'s matmul rate)'
+              if calls > 1 else '')
            + f". Measured {result['dtype']} matmul: "
            + ' / '.join(f'{r / 1e12:.0f}' for r in rates) + ' TFLOP/s (the MFU denominator).'
            + (f" TFLOP / step: XLA's count of the same step lowered on {', '.join(counted)} "
-              "(the device's cost analysis returned none); torch rows use our count."
+              "(the device's cost analysis returned none); torch rows use the count of our step of the "
+              "same kind."
               if counted else ''), '', table]
   jx = result['jax']
-  for num, den, goal in (('adamix', 'adapter', 1.05), ('adamix+consistency', 'adapter', 2.1)):
-    if num in jx and den in jx:
-      ratio = jx[num]['step_s'] / jx[den]['step_s']
-      lines.append(f'{num} step / {den} step: {ratio:.3f} (target ≤ {goal}: '
-                   f'{common.verdict(ratio, goal)})')
-      lines.append('')
+  for num, den, ratio, goal in step_ratios(jx):
+    calls = sorted({jx[num].get('call'), jx[den].get('call')} - {None})
+    where = f' (calls {calls[0]} and {calls[1]})' if len(calls) > 1 else ''
+    lines.append(f'{num} step / {den} step: {ratio:.3f}{where} (target ≤ {goal}: '
+                 f'{common.verdict(ratio, goal)})')
+    lines.append('')
   for kind, peer in peers.items():
-    if kind in result['jax'] and 'step_s' in peer:
+    ours = jx.get(kind.split(' [call')[0])
+    if 'step_s' not in peer:
+      lines.append(f"torch {kind} peer failed: {peer.get('error', peer)}")
+    elif ours:
       lines.append(f"torch {kind} step / our {kind} step: "
-                   f"{peer['step_s'] / result['jax'][kind]['step_s']:.2f}x")
+                   f"{peer['step_s'] / ours['step_s']:.2f}x")
     else:
-      lines.append(f'torch {kind} peer: {peer}')
+      lines.append(f"torch {kind}: {1e3 * peer['step_s']:.1f} ms / step; our {kind} step "
+                   'was not measured')
     lines.append('')
   return '\n'.join(lines) + '\n'
 

@@ -27,6 +27,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Compute dtype: 'float32', or 'bfloat16' on TPU/GPU (params, LayerNorm and softmax stay
   # float32).
   config.model.dtype = 'float32'
+  # Attention: 'standard' (as transformers: softmax(QK^T/sqrt(d))V with dropout on the
+  # attention probabilities) or 'fused' (jax.nn.dot_product_attention: cuDNN flash
+  # attention on NVIDIA GPUs in bfloat16: RoBERTa-large adapter step 10% faster on an
+  # H100, benchmarks/RESULTS.md; no dropout on the attention probabilities).
+  config.model.attention = 'standard'
   # Task head: 'classifier' (a fresh classification/regression head on [CLS], as
   # BertForSequenceClassification / RobertaClassificationHead) or 'prompt' (LM-BFF
   # prompt-based fine-tuning: each example goes through `config.prompt.template` and

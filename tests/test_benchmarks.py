@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+import subprocess
+import sys
+import textwrap
+
 import pytest
 
 from benchmarks import quality
 from configs import default
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_method_set_overrides_only_its_method():
@@ -20,3 +27,52 @@ def test_method_set_names_an_unknown_field():
   preset = quality.plan_preset({'method_set': {'full': {'adapter.no_such': 1}}})
   with pytest.raises(ValueError, match='full:adapter.no_such'):
     preset(default.get_config(), 'full')
+
+
+def _run_isolated(code: str):
+  # gpu_step and quality both define absl flags (e.g. --steps): one process each.
+  subprocess.run([sys.executable, '-c', textwrap.dedent(code)], cwd=ROOT, check=True,
+                 timeout=300)
+
+
+def test_gpu_step_variant_ablations_parse_and_reject_unknown_names():
+  _run_isolated(r"""
+      import pytest
+      from benchmarks import gpu_step
+      assert gpu_step.parse_variant('adamix+consistency') == ('adamix', 1.0, frozenset())
+      assert gpu_step.parse_variant('adapter@fused@rbg') == (
+          'adapter', 0.0, frozenset({'fused', 'rbg'}))
+      with pytest.raises(ValueError, match="Unknown variant 'adaptor'"):
+        gpu_step.parse_variant('adaptor@fused')
+      with pytest.raises(ValueError, match=r"Unknown ablation\(s\) \['flash'\]"):
+        gpu_step.parse_variant('adapter@flash')
+      """)
+
+
+def test_gpu_step_prng_ablation_changes_the_key_only_while_tracing():
+  _run_isolated("""
+      import jax
+      from benchmarks import gpu_step
+      before = jax.config.jax_default_prng_impl
+      with gpu_step.prng_impl(frozenset({'rbg'})):
+        assert jax.random.PRNGKey(0).shape == (4,)  # rbg keys: 4 words (threefry: 2)
+      assert jax.config.jax_default_prng_impl == before
+      assert jax.random.PRNGKey(0).shape == (2,)
+      """)
+
+
+def test_gpu_step_merge_keeps_each_call_and_prefers_same_call_ratios():
+  _run_isolated("""
+      from benchmarks import gpu_step
+      def call(rate, **steps):
+        return {'device': 'gpu: X', 'shape': 'roberta-large', 'batch': 64, 'length': 128,
+                'dtype': 'bfloat16', 'matmul_flops': rate,
+                'jax': {k.replace('_', '@'): {'step_s': v} for k, v in steps.items()}}
+      merged = gpu_step.merge_results([
+          call(1.0, adamix=2.0, adapter=1.0),
+          call(2.0, adapter=4.0, adamix_fused=8.0, adapter_fused=2.0)])
+      assert merged['jax']['adapter']['call'] == 1
+      assert merged['jax']['adapter [call 2]']['matmul_flops'] == 2.0
+      ratios = {(n, d): r for n, d, r, _ in gpu_step.step_ratios(merged['jax'])}
+      assert ratios == {('adamix', 'adapter'): 2.0, ('adamix@fused', 'adapter@fused'): 4.0}
+      """)

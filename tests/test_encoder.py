@@ -165,3 +165,55 @@ def test_mean_pooling_head_is_the_masked_mean_of_token_states():
   # Padding does not change the prediction of the first example.
   alone = model.apply({'params': params}, ids[:1, :3], mask[:1, :3])
   np.testing.assert_allclose(logits[:1], alone, atol=1e-5)
+
+
+def _fused_pair(**encoder_fields):
+  from adamix_jax.adapters import AdaptationConfig
+  from adamix_jax.encoder import EncoderConfig
+  fields = {k: v for k, v in tiny_hf_config('roberta').to_dict().items()
+            if k in EncoderConfig.__dataclass_fields__}
+  cfg = EncoderConfig(**{**fields, **encoder_fields})
+  adaptation = AdaptationConfig(lora_rank=4, lora_targets=('query', 'value'))
+  standard = model_lib.Model(cfg, adaptation, num_labels=2)
+  fused = model_lib.Model(cfg, adaptation, num_labels=2, attention='fused')
+  return standard, fused, model_lib.init_params(standard, jax.random.PRNGKey(0))
+
+
+def test_fused_attention_matches_standard_with_padding():
+  standard, fused, params = _fused_pair()
+  ids, mask, types = _padded_batch(standard.config.pad_token_id)
+  labels = jnp.array([0, 1, 1])
+
+  def loss(p, model):
+    logits = model.apply({'params': p}, ids, mask, types)
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1))
+
+  (l_std, g_std), (l_fused, g_fused) = (jax.value_and_grad(loss)(params, m)
+                                        for m in (standard, fused))
+  np.testing.assert_allclose(l_fused, l_std, rtol=1e-5)
+  assert float(l_std) != 0.0
+  for path, a in jax.tree_util.tree_leaves_with_path(g_std):
+    b = g_fused
+    for key in path:
+      b = b[key.key]
+    np.testing.assert_allclose(b, a, atol=1e-5, err_msg=jax.tree_util.keystr(path))
+
+
+def test_fused_attention_has_no_attention_probability_dropout():
+  # With only attention-probability dropout (hidden dropout 0), the standard encoder's
+  # training forward differs from its eval forward; the fused one's does not.
+  standard, fused, params = _fused_pair(hidden_dropout_prob=0.0, classifier_dropout=0.0,
+                                        attention_probs_dropout_prob=0.5)
+  ids, mask, types = _padded_batch(standard.config.pad_token_id)
+  rngs = {'dropout': jax.random.PRNGKey(3)}
+  for model, changes in ((standard, True), (fused, False)):
+    train = model.apply({'params': params}, ids, mask, types, deterministic=False, rngs=rngs)
+    evaluate = model.apply({'params': params}, ids, mask, types)
+    assert (not np.allclose(train, evaluate, atol=1e-6)) == changes, model.attention
+
+
+def test_unknown_attention_is_rejected():
+  standard, _, params = _fused_pair()
+  model = model_lib.Model(standard.config, attention='flash')
+  with pytest.raises(ValueError, match="Unknown attention 'flash'.*standard"):
+    model_lib.init_params(model, jax.random.PRNGKey(0))

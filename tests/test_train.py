@@ -184,11 +184,17 @@ def test_sigkill_and_rerun_same_command_ends_like_uninterrupted(tiny_checkpoint,
     ({'adapter.adapter_size': 32}, 'adapter_size=32'),
     ({'adapter.num_experts': 0}, 'num_experts=0'),
     ({'eval_mode': 'vote'}, 'eval_mode'),
+    ({'model.attention': 'flash'}, "model.attention='flash'"),
 ])
 def test_bad_config_fails_before_writing(tiny_checkpoint, tmp_path, override, message):
   with pytest.raises(ValueError, match=message):
     train.train_and_evaluate(_config(tiny_checkpoint, **override), tmp_path / 'w')
   assert not (tmp_path / 'w').exists() or not any((tmp_path / 'w').iterdir())
+
+
+def test_fused_attention_reaches_the_trained_model(tiny_checkpoint, tmp_path):
+  run, _ = train.build_run(_config(tiny_checkpoint, **{'model.attention': 'fused'}), tmp_path)
+  assert run.model.attention == 'fused'
 
 
 def test_batch_not_divisible_by_devices(tiny_checkpoint, tmp_path):
