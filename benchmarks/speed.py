@@ -69,6 +69,11 @@ flags.DEFINE_list('variants', None, 'Subset of the variants (default: all).')
 flags.DEFINE_integer('adapter_size', 16, 'Bottleneck width of adapter and AdaMix.')
 flags.DEFINE_integer('num_experts', 4, 'AdaMix experts (up projection shared).')
 flags.DEFINE_boolean('torch', True, 'Time the PyTorch + PEFT peers.')
+flags.DEFINE_list('torch_peers', ['lora', 'full'], 'Which PyTorch peers (lora: PEFT LoRA; '
+                  'full: full fine-tuning) with --torch.')
+flags.DEFINE_string('tag', '', 'Appended to the JSON file and RESULTS.md section names, so '
+                    'that runs of different variant subsets (e.g. one process for the large '
+                    'full fine-tuning state, one for the rest) keep separate tables.')
 flags.DEFINE_string('prng_impl', '', "jax_default_prng_impl for dropout/routing keys "
                     "('' = JAX's default threefry2x32; 'rbg', 'unsafe_rbg').")
 flags.DEFINE_boolean('retain_malloc', False, 'Re-run under RETAIN_MALLOC (glibc keeps freed '
@@ -259,6 +264,8 @@ def torch_steps(shape: str, config: EncoderConfig, batch: dict[str, np.ndarray]
 
   out = {}
   for name, method in (('torch+PEFT lora', 'lora'), ('torch full', 'full')):
+    if method not in FLAGS.torch_peers:
+      continue
     model = new_model()
     if method == 'lora':
       model = peft.get_peft_model(model, peft.LoraConfig(
@@ -491,6 +498,10 @@ def main(argv):
   unknown = [s for s in FLAGS.shapes if s not in SHAPES]
   if unknown:
     raise app.UsageError(f'Unknown shapes {unknown}; choose from {list(SHAPES)}')
+  if set(FLAGS.torch_peers) - {'lora', 'full'}:
+    raise app.UsageError(f'Unknown --torch_peers {FLAGS.torch_peers}; choose from lora, full')
+  if FLAGS.tag and not re.fullmatch(r'[\w-]+', FLAGS.tag):
+    raise app.UsageError(f'--tag={FLAGS.tag!r}: letters, digits, _ and - only')
   names = [v.name for v in VARIANTS]
   if FLAGS.variants and set(FLAGS.variants) - set(names):
     raise app.UsageError(f'Unknown variants; choose from {names}')
@@ -499,7 +510,7 @@ def main(argv):
   json_dir = Path(FLAGS.json_dir)
   json_dir.mkdir(parents=True, exist_ok=True)
   suffix = (f'_{FLAGS.prng_impl}' if FLAGS.prng_impl else '') + (
-      '_retain_malloc' if FLAGS.retain_malloc else '')
+      '_retain_malloc' if FLAGS.retain_malloc else '') + (f'_{FLAGS.tag}' if FLAGS.tag else '')
   for shape in FLAGS.shapes:
     if not FLAGS.render_only:
       config, shared, origin = backbone(shape)
