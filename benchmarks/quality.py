@@ -85,6 +85,9 @@ flags.DEFINE_enum('which', 'best', list(report.WHICH), "Table of each run's best
 flags.DEFINE_boolean('dry_run', False, 'Print the runs; train nothing.')
 flags.DEFINE_boolean('report_only', False, 'Only rebuild the table from finished runs.')
 flags.DEFINE_boolean('write', True, 'Update benchmarks/RESULTS.md.')
+flags.DEFINE_string('section', 'quality', 'The RESULTS.md section written (another name, e.g. '
+                    'quality/mrpc-3-epochs, keeps a run with another budget or subset beside '
+                    'the main table).')
 
 
 def check_data(data_dir: Path, tasks: list[str]) -> None:
@@ -232,8 +235,10 @@ def render(root: Path, plan: dict[str, Any]) -> str:
              '115 on MRPC).\n\n')
   else:
     smoke = ''
+  title = ('## Quality (`python -m benchmarks.quality`)' if FLAGS.section == 'quality'
+           else f'### Quality run `{FLAGS.section}`')
   return (
-      '## Quality (`python -m benchmarks.quality`)\n\n' + smoke +
+      title + '\n\n' + smoke +
       f'{common.machine_description()}\n\n'
       f'Budget: {json.dumps(plan)}; root `{root}`. MiniLM-L6 (bundled all-MiniLM-L6-v2), '
       'config `benchmarks/quality_config.py` + `configs/presets.py`; AdaMix merged is the '
@@ -286,7 +291,7 @@ def main(argv):
   text = render(root, plan)
   print(text)
   if FLAGS.write:
-    common.update_section('quality', text)
+    common.update_section(FLAGS.section, text)
     print(f'Updated {common.RESULTS}')
   if not FLAGS.report_only and outcome['failed']:
     raise SystemExit(1)
