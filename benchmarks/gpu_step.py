@@ -374,8 +374,8 @@ def render(result: dict[str, Any]) -> str:
            + f". Measured {result['dtype']} matmul: "
            + ' / '.join(f'{r / 1e12:.0f}' for r in rates) + ' TFLOP/s (the MFU denominator).'
            + (f" TFLOP / step: XLA's count of the same step lowered on {', '.join(counted)} "
-              "(the device's cost analysis returned none); torch rows use the count of our step of the "
-              "same kind."
+              "(the device's cost analysis returned none); torch rows use the count of our "
+              'step of the same kind.'
               if counted else ''), '', table]
   jx = result['jax']
   for num, den, ratio, goal in step_ratios(jx):
