@@ -274,6 +274,14 @@ def make_batch() -> dict[str, np.ndarray]:
           'labels': rng.randint(0, 2, size=(FLAGS.batch,)).astype(np.int32)}
 
 
+CALL_SUFFIX = ' [call '
+
+
+def measured_name(key: str) -> str:
+  """The variant or peer name of a merged entry ('adapter [call 3]' -> 'adapter')."""
+  return key.split(CALL_SUFFIX)[0]
+
+
 def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
   """Several calls' gpu_step.json as one: each variant and peer keeps its call (numbered
   from 1) and that call's matmul rate; a name measured again in a later call is kept as
@@ -288,7 +296,7 @@ def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
   for call, r in enumerate(results, 1):
     for section in ('jax', 'torch'):
       for name, v in (r.get(section) or {}).items():
-        key = name if name not in merged[section] else f'{name} [call {call}]'
+        key = name if name not in merged[section] else f'{name}{CALL_SUFFIX}{call}]'
         merged[section][key] = {'matmul_flops': r['matmul_flops'], 'call': call, **v}
   return merged
 
@@ -301,10 +309,10 @@ def step_ratios(jx: dict[str, dict[str, Any]]) -> list[tuple[str, str, float, fl
                                    ('adamix+consistency', 'adapter', 2.1)):
     for num, r in jx.items():
       base, _, rest = num.partition('@')
-      if base != num_base or '[call' in num:
+      if base != num_base or measured_name(num) != num:
         continue
       den = den_base + ('@' + rest if rest else '')
-      candidates = [k for k in jx if k == den or k.startswith(den + ' [call')]
+      candidates = [k for k in jx if measured_name(k) == den]
       if not candidates:
         continue
       same = [k for k in candidates if jx[k].get('call') == r.get('call')]
@@ -318,7 +326,7 @@ def fill_flops(result: dict[str, Any]) -> None:
   a PyTorch peer without our variant of its kind gets that variant's count."""
   missing = [n for n, v in result['jax'].items() if not math.isfinite(v.get('flops', math.nan))]
   peers = [k for k, v in (result.get('torch') or {}).items()
-           if 'step_s' in v and k.split(' [call')[0] not in result['jax']]
+           if 'step_s' in v and measured_name(k) not in result['jax']]
   if not missing and not peers:
     return
   FLAGS.batch, FLAGS.length, FLAGS.dtype = result['batch'], result['length'], result['dtype']
@@ -326,7 +334,7 @@ def fill_flops(result: dict[str, Any]) -> None:
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in make_batch().items()}
   for section, names in (('jax', missing), ('torch', peers)):
     for name in names:
-      lowered, *_ = lower_step(name.split(' [call')[0], batch, abstract=True)
+      lowered, *_ = lower_step(measured_name(name), batch, abstract=True)
       result[section][name]['flops'] = lowered_flops(lowered)
       result[section][name]['flops_counted_on'] = jax.default_backend()
       print(f"  {section} {name}: {result[section][name]['flops'] / 1e12:.2f} TFLOP/step "
@@ -347,7 +355,7 @@ def render(result: dict[str, Any]) -> str:
   for kind, peer in peers.items():
     if 'step_s' not in peer:
       continue
-    ours = result['jax'].get(kind.split(' [call')[0])
+    ours = result['jax'].get(measured_name(kind))
     flops = ours['flops'] if ours else peer.get('flops', float('nan'))
     rate = peer.get('matmul_flops', result['matmul_flops'])
     label = 'torch+PEFT lora' if kind.startswith('lora') else f'torch {kind}'
@@ -385,7 +393,7 @@ def render(result: dict[str, Any]) -> str:
                  f'{common.verdict(ratio, goal)})')
     lines.append('')
   for kind, peer in peers.items():
-    ours = jx.get(kind.split(' [call')[0])
+    ours = jx.get(measured_name(kind))
     if 'step_s' not in peer:
       lines.append(f"torch {kind} peer failed: {peer.get('error', peer)}")
     elif ours:
