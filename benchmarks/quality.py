@@ -220,12 +220,66 @@ def train_time_table(root: Path) -> str:
        's / step (incl. evals)'], rows)
 
 
+def dev_curves(root: Path) -> dict[str, dict[str, dict[int, list[float]]]]:
+  """task -> method -> evaluation step -> the selection metric of each seed at that step,
+  read from the trained runs' metrics.jsonl (`eval/<metric>` lines)."""
+  curves: dict[str, dict[str, dict[int, list[float]]]] = {}
+  for path in sorted(root.rglob('results.json')):
+    data = json.loads(path.read_text())
+    log = path.parent / 'metrics.jsonl'
+    if data.get('eval_mode', 'merged') != 'merged' or not log.exists():
+      continue  # random-routing rows evaluate best/final checkpoints only
+    key = f"eval/{data['selection_metric']}"
+    per_step = curves.setdefault(data['task'], {}).setdefault(data['method'], {})
+    for number, line in enumerate(log.read_text().splitlines(), 1):
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f'{log}:{number}: not a JSON line ({e})') from None
+      if key in record:
+        per_step.setdefault(int(record['step']), []).append(float(record[key]))
+  return curves
+
+
+def dev_curve_tables(root: Path) -> str:
+  """One table per task evaluated more than once: the dev selection metric ×100 at every
+  evaluation step, mean ± sample std over the seeds evaluated at that step (whether a
+  method is still improving where its budget ends)."""
+  out = []
+  curves = dev_curves(root)
+  for task in sorted(curves, key=lambda t: (
+      report.TASK_ORDER.index(t) if t in report.TASK_ORDER else 99, t)):
+    names = sorted(curves[task], key=lambda m: (
+        report.METHOD_ORDER.index(m) if m in report.METHOD_ORDER else 99, m))
+    steps = sorted({s for m in names for s in curves[task][m]})
+    if len(steps) < 2:
+      continue  # one evaluation: the results table already has it
+    rows = []
+    for method in names:
+      cells = []
+      for step in steps:
+        values = [100 * v for v in curves[task][method].get(step, [])]
+        if not values:
+          cells.append('-')
+        elif len(values) == 1:
+          cells.append(f'{values[0]:.1f}')
+        else:
+          cells.append(f'{statistics.fmean(values):.1f}±{statistics.stdev(values):.1f}')
+      seeds = max(len(v) for v in curves[task][method].values())
+      rows.append([method, seeds, *cells])
+    out.append(f"Dev curve, {report.TASK_TITLES.get(task, task)} (selection metric ×100 at "
+               'each evaluation step; mean ± std over seeds):\n\n' +
+               common.markdown_table(['method', 'seeds', *map(str, steps)], rows))
+  return '\n'.join(out)
+
+
 SMOKE_STEPS = 10  # a --steps budget up to this only checks the pipeline
 
 
 def render(root: Path, plan: dict[str, Any]) -> str:
   paths = report.write_report(root, root / 'report', FLAGS.which)
   table = paths['markdown'].read_text()
+  curves = dev_curve_tables(root)
   if 0 < plan['steps'] <= SMOKE_STEPS:
     smoke = ('**Smoke test (`--steps` budget): checks the pipeline, not a quality '
              'measurement.**\n\n')
@@ -244,7 +298,7 @@ def render(root: Path, plan: dict[str, Any]) -> str:
       'config `benchmarks/quality_config.py` + `configs/presets.py`; AdaMix merged is the '
       'trained model served as one adapter, `adamix [random]` the same checkpoints '
       'evaluated with random routing.\n\n'
-      f'{table}\n{train_time_table(root)}')
+      f'{table}\n{train_time_table(root)}' + (f'\n{curves}' if curves else ''))
 
 
 def main(argv):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 import subprocess
 import sys
@@ -76,3 +77,37 @@ def test_gpu_step_merge_keeps_each_call_and_prefers_same_call_ratios():
       ratios = {(n, d): r for n, d, r, _ in gpu_step.step_ratios(merged['jax'])}
       assert ratios == {('adamix', 'adapter'): 2.0, ('adamix@fused', 'adapter@fused'): 4.0}
       """)
+
+
+def _fake_run(root: Path, method: str, seed: int, evals: dict[int, float],
+              eval_mode: str = 'merged') -> None:
+  folder = root / 'mrpc' / method / f'seed_{seed}'
+  folder.mkdir(parents=True)
+  (folder / 'results.json').write_text(json.dumps(
+      {'task': 'mrpc', 'method': method, 'seed': seed, 'eval_mode': eval_mode,
+       'selection_metric': 'accuracy'}))
+  lines = [{'step': 50, 'train/loss': 0.6}]
+  lines += [{'step': s, 'eval/accuracy': v, 'eval/f1': 0.0} for s, v in evals.items()]
+  (folder / 'metrics.jsonl').write_text(''.join(json.dumps(x) + '\n' for x in lines))
+
+
+def test_dev_curve_table_averages_each_evaluation_step_over_seeds(tmp_path):
+  _fake_run(tmp_path, 'adapter', 1, {114: 0.70, 228: 0.74})
+  _fake_run(tmp_path, 'adapter', 2, {114: 0.72, 228: 0.76})
+  _fake_run(tmp_path, 'adamix', 1, {114: 0.69, 228: 0.71})
+  _fake_run(tmp_path, 'adamix', 2, {114: 0.10, 228: 0.10}, eval_mode='random')  # not a curve
+  text = quality.dev_curve_tables(tmp_path)
+  lines = text.splitlines()
+  assert lines[0].startswith('Dev curve, MRPC')
+  assert '| method | seeds | 114 | 228 |' in lines
+  assert '| adapter | 2 | 71.0±1.4 | 75.0±1.4 |' in lines
+  assert '| adamix | 1 | 69.0 | 71.0 |' in lines
+
+
+def test_dev_curve_table_skips_single_evaluations_and_names_a_bad_line(tmp_path):
+  _fake_run(tmp_path, 'adapter', 1, {100: 0.70})
+  assert quality.dev_curve_tables(tmp_path) == ''
+  log = tmp_path / 'mrpc' / 'adapter' / 'seed_1' / 'metrics.jsonl'
+  log.write_text(log.read_text() + '{"step": 1\n')
+  with pytest.raises(ValueError, match=r'metrics\.jsonl:3: not a JSON line'):
+    quality.dev_curves(tmp_path)
