@@ -78,6 +78,9 @@ flags.DEFINE_string('prng_impl', '', "jax_default_prng_impl for dropout/routing 
                     "('' = JAX's default threefry2x32; 'rbg', 'unsafe_rbg').")
 flags.DEFINE_boolean('retain_malloc', False, 'Re-run under RETAIN_MALLOC (glibc keeps freed '
                      'memory, so XLA:CPU does not page-fault its temporaries every step).')
+flags.DEFINE_boolean('compile_only', False, "Compile the variants and report XLA's FLOP and "
+                     'memory analysis without running them (e.g. whether a step fits this '
+                     "machine's memory); no PyTorch peers, no timing.")
 flags.DEFINE_boolean('write', True, 'Update benchmarks/RESULTS.md.')
 flags.DEFINE_string('json_dir', 'benchmarks/workdirs/speed', 'Every sample and analysis '
                     'goes to JSON_DIR/<shape>_L<length>.json (re-rendered by --render_only).')
@@ -353,6 +356,10 @@ def bench(shape: str, length: int, config: EncoderConfig, shared: dict) -> dict[
       row.update(eval_flops=flops(ev), eval_bytes=peak_bytes(ev))
     print(f'  compiled {v.name}', flush=True)
 
+  if FLAGS.compile_only:
+    return {'shape': shape, 'length': length, 'batch': FLAGS.batch, 'info': info,
+            'compile_only': True, 'machine': common.machine_description(),
+            'memory_gib': os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30}
   a = jax.random.normal(jax.random.PRNGKey(1), (MATMUL, MATMUL), jnp.float32)
   b = jax.random.normal(jax.random.PRNGKey(2), (MATMUL, MATMUL), jnp.float32)
   matmul = jax.jit(jnp.matmul).lower(a, b).compile()
@@ -487,6 +494,29 @@ def render(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
   return text, ratios
 
 
+def render_compiled(result: dict[str, Any]) -> str:
+  """The `--compile_only` table: XLA's analysis of each compiled program, nothing run."""
+  rows = []
+  for name, row in result['info'].items():
+    mib = lambda key, row=row: f'{row[key] / 2**20:.0f}' if key in row else '-'
+    rows.append([
+        name, _count(row['trainable']),
+        f"{row['fwd_flops'] / 1e9:.0f} / {row['step_flops'] / 1e9:.0f}"
+        if 'step_flops' in row else '-',
+        mib('fwd_bytes'), mib('step_bytes'), mib('eval_bytes'),
+        f"{row['fwd_dots']} / {row['step_dots']}" if 'step_dots' in row else '-',
+        f"{row['frozen_kernel_shaped_dots']}"
+        if 'step_dots' in row and row['method'] != 'full' else '-'])
+  table = common.markdown_table(
+      ['variant', 'trainable', 'GFLOP fwd / step (XLA)', 'fwd MiB', 'step MiB', 'eval MiB',
+       'dots fwd / step', 'frozen-kernel grad dots'], rows)
+  return (f"### {result['shape']} ({result['origin']}), batch {result['batch']}, length "
+          f"{result['length']}: compiled, not run\n\n{result['machine']} "
+          f"({result['memory_gib']:.1f} GiB physical memory).\n\nMiB: XLA's memory analysis of "
+          'each compiled program (arguments + temporaries + non-aliased outputs): what one '
+          f'execution needs besides the process itself.\n\n{table}')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -510,7 +540,8 @@ def main(argv):
   json_dir = Path(FLAGS.json_dir)
   json_dir.mkdir(parents=True, exist_ok=True)
   suffix = (f'_{FLAGS.prng_impl}' if FLAGS.prng_impl else '') + (
-      '_retain_malloc' if FLAGS.retain_malloc else '') + (f'_{FLAGS.tag}' if FLAGS.tag else '')
+      '_retain_malloc' if FLAGS.retain_malloc else '') + (f'_{FLAGS.tag}' if FLAGS.tag else '') + (
+          '_compiled' if FLAGS.compile_only else '')
   for shape in FLAGS.shapes:
     if not FLAGS.render_only:
       config, shared, origin = backbone(shape)
@@ -522,7 +553,8 @@ def main(argv):
         result = bench(shape, length, config, shared)
         result['origin'] = origin
         path.write_text(json.dumps(result, indent=1))
-      text, _ = render(result)
+      text = (render_compiled(result) if result.get('compile_only')
+              else render(result)[0])
       print('\n' + text, flush=True)
       if FLAGS.write:
         common.update_section(f'speed/{shape}/L{length}{suffix}', text)

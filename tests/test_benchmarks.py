@@ -111,3 +111,18 @@ def test_dev_curve_table_skips_single_evaluations_and_names_a_bad_line(tmp_path)
   log.write_text(log.read_text() + '{"step": 1\n')
   with pytest.raises(ValueError, match=r'metrics\.jsonl:3: not a JSON line'):
     quality.dev_curves(tmp_path)
+
+
+def test_speed_compile_only_reports_memory_without_running(tmp_path):
+  out = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.speed', '--shapes=minilm', '--lengths=16', '--batch=2',
+       '--variants=adapter,full', '--compile_only', '--write=false', f'--json_dir={tmp_path}'],
+      cwd=ROOT, check=True, timeout=600, capture_output=True, text=True).stdout
+  result = json.loads((tmp_path / 'minilm_L16_compiled.json').read_text())
+  assert result['compile_only'] and 'samples' not in result
+  assert set(result['info']) == {'adapter', 'full'}
+  for row in result['info'].values():
+    assert row['step_bytes'] > row['fwd_bytes'] > 0 and row['step_flops'] > row['fwd_flops'] > 0
+  # Full fine-tuning's step holds the whole model's gradients and Adam state.
+  assert result['info']['full']['step_bytes'] > 2 * result['info']['adapter']['step_bytes']
+  assert 'compiled, not run' in out and '| adapter | ' in out
