@@ -61,7 +61,10 @@ def method_preset(config: ml_collections.ConfigDict, method: str
 
 
 def parse_value(text: str) -> Any:
-  """A command-line value: a Python literal (1e-3, True, (1, 2)) or else the bare string."""
+  """A command-line value: a Python literal (1e-3, True, (1, 2)), true/false in any case
+  (as shells and YAML spell them), or else the bare string."""
+  if text.lower() in ('true', 'false'):
+    return text.lower() == 'true'
   try:
     return ast.literal_eval(text)
   except (ValueError, SyntaxError):

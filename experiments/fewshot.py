@@ -14,7 +14,7 @@ table (final metrics) as Markdown, CSV and a plot. Finished runs are skipped on 
 from absl import app, flags
 
 from adamix_jax import distributed, report, sweep
-from configs.presets import parse_method_overrides, preset_with
+from configs.presets import parse_method_overrides, parse_value, preset_with
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Root of the runs: ROOT/<task>/<method>/seed_<seed>.')
@@ -32,15 +32,6 @@ flags.DEFINE_multi_string('method_override', [], 'An override for one method, '
 flags.mark_flags_as_required(['workdir'])
 
 
-def _parse(value: str):
-  for cast in (int, float):
-    try:
-      return cast(value)
-    except ValueError:
-      pass
-  return {'true': True, 'false': False}.get(value.lower(), value)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -50,7 +41,7 @@ def main(argv):
     field, sep, value = item.partition('=')
     if not sep:
       raise app.UsageError(f'--override={item!r}: expected field=value')
-    overrides[field] = _parse(value)
+    overrides[field] = parse_value(value)
   if FLAGS.data_dir:
     overrides['data.data_dir'] = FLAGS.data_dir
   try:

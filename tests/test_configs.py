@@ -43,6 +43,18 @@ def test_method_overrides_parse_literals_and_name_bad_items():
       presets.parse_method_overrides([bad])
 
 
+def test_command_line_values_parse_the_same_everywhere():
+  from configs import presets
+  cases = {'5e-5': 5e-5, '2': 2, 'True': True, 'true': True, 'FALSE': False, 'None': None,
+           '(1, 2)': (1, 2), 'mean': 'mean', 'roberta-large': 'roberta-large'}
+  for text, value in cases.items():
+    parsed = presets.parse_value(text)
+    assert parsed == value and type(parsed) is type(value), text
+  # The few-shot CLI's --override and the sweeps' --set read values with this one parser.
+  from experiments import fewshot
+  assert fewshot.parse_value is presets.parse_value
+
+
 def test_fewshot_cli_rejects_a_bad_method_override(tmp_path):
   import subprocess
   import sys
