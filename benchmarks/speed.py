@@ -434,6 +434,9 @@ RATIOS = (
 )
 
 
+TORCH_PEER_OF = {'torch+PEFT lora': 'lora', 'torch full': 'full'}
+
+
 def render(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
   s, info = result['samples'], result['info']
   quiet = quiet_rounds(s)
@@ -442,8 +445,10 @@ def render(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
   rows = []
   for name, row in info.items():
     step, fwd = f'{name}/step', f'{name}/fwd'
-    rate = (row['step_flops'] / median_s(s, step, quiet) / 1e9
-            if step in s and 'step_flops' in row else None)
+    # A PyTorch peer computes what our step of its method does: XLA's count of ours.
+    step_flops = row.get('step_flops', info.get(TORCH_PEER_OF.get(name), {}).get('step_flops'))
+    rate = (step_flops / median_s(s, step, quiet) / 1e9
+            if step in s and step_flops else None)
     rows.append([
         name, _count(row['trainable']), _ms(s, fwd), _ms(s, step), _ms(s, f'{name}/eval'),
         f'{_ms(s, fwd, quiet)} / {_ms(s, step, quiet)}',
@@ -578,7 +583,8 @@ numbers of one table are comparable with each other; tables of different runs le
 "quiet", and ratios and GFLOP/s are also given over those alone (PyTorch's OpenMP threads
 suffer more than XLA's thread pool from a loaded machine, so the all-round peer ratios
 flatter us). `step MiB`: XLA's memory analysis of the compiled step (arguments +
-temporaries + non-aliased outputs), not process RSS. `frozen-kernel grad dots`: dots in
+temporaries + non-aliased outputs), not process RSS. PyTorch rows' GFLOP/s: XLA's FLOP
+count of our step of the same method over PyTorch's time. `frozen-kernel grad dots`: dots in
 the compiled step, beyond the forward's, whose output has a frozen kernel's shape (a
 weight gradient of a frozen kernel would be one; 0 expected except for `full`).
 """
