@@ -233,6 +233,40 @@ def dot_shapes(compiled) -> list[tuple[int, ...]]:
           for m in _DOT.finditer(compiled.as_text())]
 
 
+def jaxpr_dot_shapes(fn: Callable[..., Any], *args) -> list[tuple[int, ...]]:
+  """Output shapes of every dot_general in `fn`'s jaxpr, nested jaxprs included.
+
+  Unlike the optimised HLO, where XLA flattens [batch, length, hidden] activations to
+  [batch * length, hidden], the jaxpr keeps the token axes apart: an activation (gradient)
+  never has a kernel's 2-D shape here, whereas in the HLO it does when batch * length
+  equals a kernel dimension (32 * 128 = 4096, RoBERTa-large's intermediate size)."""
+  shapes = []
+
+  def walk(jaxpr):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == 'dot_general':
+        shapes.append(tuple(eqn.outvars[0].aval.shape))
+      for value in eqn.params.values():
+        for sub in value if isinstance(value, (tuple, list)) else (value,):
+          sub = getattr(sub, 'jaxpr', sub)  # ClosedJaxpr -> Jaxpr
+          if hasattr(sub, 'eqns'):
+            walk(sub)
+
+  walk(jax.make_jaxpr(fn)(*args).jaxpr)
+  return shapes
+
+
+def frozen_grad_dots(step_fn, step_args, fwd_fn, fwd_args, frozen, trainable) -> int:
+  """Dots in the step, beyond the forward's, whose output has the shape of a frozen kernel
+  (and of no trainable one), in either order: a weight gradient of a frozen kernel would
+  be one."""
+  # Either dimension order: autodiff may emit a weight gradient transposed.
+  unordered = lambda shapes: {tuple(sorted(s)) for s in shapes}
+  kernels = unordered(kernel_shapes(frozen)) - unordered(kernel_shapes(trainable))
+  count = lambda fn, args: sum(tuple(sorted(s)) in kernels for s in jaxpr_dot_shapes(fn, *args))
+  return count(step_fn, step_args) - count(fwd_fn, fwd_args)
+
+
 def kernel_shapes(tree) -> set[tuple[int, ...]]:
   return {tuple(x.shape) for p, x in traverse_util.flatten_dict(tree).items()
           if p[-1] in ('kernel', 'down_kernel', 'up_kernel', 'lora_a', 'lora_b')}
@@ -312,9 +346,9 @@ def bench(shape: str, length: int, config: EncoderConfig, shared: dict) -> dict[
       base = default.get_config()
       config_v = presets.method_preset(base, v.method)
       tx, schedule = optim.make_optimizer(config_v, 1000, built.adaptation, trainable)
-      fwd = jax.jit(functools.partial(forward_loss, model=model,
-                                      consistency_weight=v.consistency_weight)
-                    ).lower(trainable, frozen, batch, key).compile()
+      fwd_fn = functools.partial(forward_loss, model=model,
+                                 consistency_weight=v.consistency_weight)
+      fwd = jax.jit(fwd_fn).lower(trainable, frozen, batch, key).compile()
       fns[f'{v.name}/fwd'] = (lambda fwd=fwd, t=trainable, f=frozen: jax.block_until_ready(
           fwd(t, f, batch, jax.random.fold_in(key, next(counter)))))
       # The step donates its state: give it copies, not the shared backbone's leaves.
@@ -322,10 +356,10 @@ def bench(shape: str, length: int, config: EncoderConfig, shared: dict) -> dict[
       state = train.TrainState(step=jnp.zeros((), jnp.int32), params=own,
                                opt_state=tx.init(own),
                                rng=jax.random.PRNGKey(2))  # its own: the state is donated
-      step = jax.jit(functools.partial(
+      step_fn = functools.partial(
           train.train_step, model=model, tx=tx, schedule=schedule,
-          consistency_weight=v.consistency_weight, regression=False),
-          donate_argnums=(0,)).lower(state, frozen, batch).compile()
+          consistency_weight=v.consistency_weight, regression=False)
+      step = jax.jit(step_fn, donate_argnums=(0,)).lower(state, frozen, batch).compile()
       box = [state]
 
       def run_step(step=step, box=box, frozen=frozen):
@@ -333,16 +367,13 @@ def bench(shape: str, length: int, config: EncoderConfig, shared: dict) -> dict[
         jax.block_until_ready((box[0], metrics))
 
       fns[f'{v.name}/step'] = run_step
-      step_dots, fwd_dots = dot_shapes(step), dot_shapes(fwd)
-      frozen_kernels = kernel_shapes(frozen) - kernel_shapes(trainable)
       row.update(
           fwd_flops=flops(fwd), step_flops=flops(step), step_bytes=peak_bytes(step),
-          fwd_bytes=peak_bytes(fwd), fwd_dots=len(fwd_dots), step_dots=len(step_dots),
-          # A gradient of a frozen kernel would be a dot whose output has its shape.
-          frozen_kernel_shaped_dots=sum(s in frozen_kernels for s in step_dots) -
-          sum(s in frozen_kernels for s in fwd_dots),
-          trainable_kernel_shaped_dots=sum(s in kernel_shapes(trainable)
-                                           for s in step_dots))
+          fwd_bytes=peak_bytes(fwd), fwd_dots=len(dot_shapes(fwd)),
+          step_dots=len(dot_shapes(step)),
+          frozen_kernel_shaped_dots=frozen_grad_dots(
+              step_fn, (state, frozen, batch), fwd_fn, (trainable, frozen, batch, key),
+              frozen, trainable))
     if v.eval:
       eval_model, eval_params = model, methods.combine(trainable, frozen)
       mode = 'random' if v.eval == 'random' else 'merged'
@@ -584,9 +615,11 @@ numbers of one table are comparable with each other; tables of different runs le
 suffer more than XLA's thread pool from a loaded machine, so the all-round peer ratios
 flatter us). `step MiB`: XLA's memory analysis of the compiled step (arguments +
 temporaries + non-aliased outputs), not process RSS. PyTorch rows' GFLOP/s: XLA's FLOP
-count of our step of the same method over PyTorch's time. `frozen-kernel grad dots`: dots in
-the compiled step, beyond the forward's, whose output has a frozen kernel's shape (a
-weight gradient of a frozen kernel would be one; 0 expected except for `full`).
+count of our step of the same method over PyTorch's time. `dots`: dots in the optimised
+HLO. `frozen-kernel grad dots`: dot_generals in the step's jaxpr, beyond the forward's,
+whose output has a frozen kernel's shape (a weight gradient of a frozen kernel would be
+one; 0 expected except for `full`; counted in the jaxpr, where activations keep their
+[batch, length] axes, so that none can share a kernel's 2-D shape).
 """
 
 

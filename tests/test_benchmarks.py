@@ -126,3 +126,32 @@ def test_speed_compile_only_reports_memory_without_running(tmp_path):
   # Full fine-tuning's step holds the whole model's gradients and Adam state.
   assert result['info']['full']['step_bytes'] > 2 * result['info']['adapter']['step_bytes']
   assert 'compiled, not run' in out and '| adapter | ' in out
+
+
+def test_frozen_grad_dots_counts_weight_gradients_of_frozen_kernels_only():
+  _run_isolated(r"""
+      import jax
+      import jax.numpy as jnp
+      from benchmarks import speed
+      # batch * length = 8 = a kernel dimension: flattened activations would share the
+      # frozen kernel's [8, 16] shape; the jaxpr keeps [2, 4, 16].
+      x = jnp.ones((2, 4, 8))
+      frozen = {'dense': {'kernel': jnp.ones((8, 16))}}
+      trainable = {'out': {'kernel': jnp.ones((16, 3))}}
+
+      def loss(t, f):
+        return jnp.sum(jax.nn.gelu(x @ f['dense']['kernel']) @ t['out']['kernel'])
+
+      def good_step(t, f):  # gradients of the trainable kernel only
+        return jax.grad(loss)(t, f)
+
+      def bad_step(t, f):  # also the frozen kernel's weight gradient
+        return jax.grad(loss, argnums=(0, 1))(t, f)
+
+      args = (trainable, frozen)
+      assert speed.frozen_grad_dots(good_step, args, loss, args, frozen, trainable) == 0
+      assert speed.frozen_grad_dots(bad_step, args, loss, args, frozen, trainable) == 1
+      # Nested jaxprs (jit inside the step) are searched too.
+      assert speed.frozen_grad_dots(jax.jit(bad_step), args, loss, args, frozen,
+                                    trainable) == 1
+      """)
