@@ -50,9 +50,13 @@ def test_command_line_values_parse_the_same_everywhere():
   for text, value in cases.items():
     parsed = presets.parse_value(text)
     assert parsed == value and type(parsed) is type(value), text
-  # The few-shot CLI's --override and the sweeps' --set read values with this one parser.
-  from experiments import fewshot
-  assert fewshot.parse_value is presets.parse_value
+  # The few-shot CLI's --override and the sweeps' --set read values with this one parser
+  # (its own process: the CLIs' absl flags share names with the benchmarks').
+  import subprocess
+  import sys
+  subprocess.run([sys.executable, '-c', 'from configs import presets; from experiments import '
+                  'fewshot; assert fewshot.parse_value is presets.parse_value'],
+                 cwd=Path(__file__).resolve().parents[1], check=True, timeout=300)
 
 
 def test_fewshot_cli_rejects_a_bad_method_override(tmp_path):
