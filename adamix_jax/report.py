@@ -103,7 +103,8 @@ class Table:
   eval_splits: tuple[str, ...] = ()  # every run's evaluation splits; () if not all recorded
 
 
-def _order(values, preferred: Sequence[str]) -> list[str]:
+def order(values, preferred: Sequence[str]) -> list[str]:
+  """`values` sorted as in `preferred` (e.g. TASK_ORDER), the others after it, by name."""
   return sorted(values, key=lambda v: (preferred.index(v) if v in preferred
                                        else len(preferred), v))
 
@@ -150,7 +151,8 @@ def load_results(root: str | os.PathLike, which: str = 'best') -> list[RunResult
   return runs
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+  """Mean and sample standard deviation (ddof=1); None for a single value."""
   mean = statistics.fmean(values)
   return mean, (statistics.stdev(values) if len(values) > 1 else None)
 
@@ -162,7 +164,7 @@ def summarize(runs: Sequence[RunResult], which: str = 'best') -> Table:
     examples = {c: next(str(r.path) for r in runs if r.checkpoint == c) for c in checkpoints}
     raise ValueError(f'The runs use {len(checkpoints)} backbones {examples}: one table '
                      'compares methods on one backbone; report each from its own root.')
-  tasks = tuple(_order({r.task for r in runs}, TASK_ORDER))
+  tasks = tuple(order({r.task for r in runs}, TASK_ORDER))
   keys: dict[str, tuple[str, ...]] = {}
   for run in runs:
     run_keys = metric_keys(run.metrics, run.selection_metric)
@@ -170,14 +172,14 @@ def summarize(runs: Sequence[RunResult], which: str = 'best') -> Table:
       raise ValueError(f'{run.path}: metrics {run_keys} differ from the other {run.task} '
                        f'runs\' {keys[run.task]}.')
   rows = []
-  for method in _order({r.row for r in runs}, METHOD_ORDER):
+  for method in order({r.row for r in runs}, METHOD_ORDER):
     mine = [r for r in runs if r.row == method]
     cells = {}
     for task in tasks:
       group = sorted((r for r in mine if r.task == task), key=lambda r: r.seed)
       if not group:
         continue
-      stats = [_mean_std([100.0 * r.metrics[k] for r in group]) for k in keys[task]]
+      stats = [mean_std([100.0 * r.metrics[k] for r in group]) for k in keys[task]]
       cells[task] = Cell(keys=keys[task], means=tuple(m for m, _ in stats),
                          stds=tuple(s for _, s in stats),
                          seeds=tuple(r.seed for r in group))
@@ -187,7 +189,7 @@ def summarize(runs: Sequence[RunResult], which: str = 'best') -> Table:
     rows.append(Row(method=method, cells=cells, average=average,
                     complete=len(cells) == len(tasks), parameters=parameters))
   splits = (() if any(not r.eval_splits for r in runs)
-            else tuple(_order({s for r in runs for s in r.eval_splits}, ())))
+            else tuple(order({s for r in runs for s in r.eval_splits}, ())))
   return Table(which=which, tasks=tasks, keys=keys, rows=tuple(rows),
                checkpoint=checkpoints[0], eval_splits=splits)
 
@@ -203,7 +205,8 @@ def _splits_text(splits: Sequence[str]) -> str:
                                                           else ' splits')
 
 
-def _score(mean: float, std: float | None) -> str:
+def score(mean: float, std: float | None) -> str:
+  """A table cell: '80.4±1.0', or the mean alone without a std."""
   if math.isnan(mean):
     return 'nan'
   return f'{mean:.1f}' if std is None else f'{mean:.1f}±{std:.1f}'
@@ -257,7 +260,7 @@ def to_markdown(table: Table) -> str:
     p = row.parameters
     merged = (_values(p['merged_trainable_backbone'], _count)
               if row.method.split(' ')[0] in MIXTURES else '')
-    cells = [' / '.join(_score(m, s) for m, s in zip(row.cells[t].means, row.cells[t].stds))
+    cells = [' / '.join(score(m, s) for m, s in zip(row.cells[t].means, row.cells[t].stds))
              if t in row.cells else '-' for t in table.tasks]
     average = f'{row.average:.1f}' + ('' if row.complete else '*')
     lines.append('| ' + ' | '.join(

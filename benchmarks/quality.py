@@ -193,28 +193,30 @@ def random_routing_eval(run: sweep.Run) -> Path | None:
 # --------------------------------------------------------------------------------------
 
 
+def trained_runs(root: Path):
+  """(folder, results.json) of every trained run under `root`; the random-routing rows,
+  which re-evaluate trained runs' checkpoints, are not among them."""
+  for path in sorted(root.rglob('results.json')):
+    data = json.loads(path.read_text())
+    if data.get('eval_mode', 'merged') == 'merged':
+      yield path.parent, data
+
+
 def train_time_table(root: Path) -> str:
   """Mean train seconds and seconds per step of each (task, method) over its seeds."""
   groups: dict[tuple[str, str], list[dict]] = {}
-  for path in sorted(root.rglob('results.json')):
-    data = json.loads(path.read_text())
-    if data.get('eval_mode', 'merged') != 'merged':
-      continue  # the random-routing rows re-evaluate trained runs: no training of their own
+  for _, data in trained_runs(root):
     groups.setdefault((data['task'], data['method']), []).append(data)
   rows = []
-  def order(key):
-    task, method = key
-    return (report.TASK_ORDER.index(task) if task in report.TASK_ORDER else 99, task,
-            report.METHOD_ORDER.index(method) if method in report.METHOD_ORDER else 99,
-            method)
-
-  for (task, method), runs in sorted(groups.items(), key=lambda kv: order(kv[0])):
-    seconds = [r['train_seconds'] for r in runs]
-    steps = runs[0]['final']['step']
-    p = runs[0]['parameters']
-    rows.append([report.TASK_TITLES.get(task, task), method, len(runs), steps,
-                 f"{p['trainable']:,}", f'{statistics.fmean(seconds) / 60:.1f}',
-                 f'{statistics.fmean(seconds) / steps:.2f}'])
+  for task in report.order({t for t, _ in groups}, report.TASK_ORDER):
+    for method in report.order({m for t, m in groups if t == task}, report.METHOD_ORDER):
+      runs = groups[task, method]
+      seconds = [r['train_seconds'] for r in runs]
+      steps = runs[0]['final']['step']
+      p = runs[0]['parameters']
+      rows.append([report.TASK_TITLES.get(task, task), method, len(runs), steps,
+                   f"{p['trainable']:,}", f'{statistics.fmean(seconds) / 60:.1f}',
+                   f'{statistics.fmean(seconds) / steps:.2f}'])
   return common.markdown_table(
       ['task', 'method', 'seeds', 'steps', 'trainable (with head)', 'train min (mean)',
        's / step (incl. evals)'], rows)
@@ -224,11 +226,10 @@ def dev_curves(root: Path) -> dict[str, dict[str, dict[int, list[float]]]]:
   """task -> method -> evaluation step -> the selection metric of each seed at that step,
   read from the trained runs' metrics.jsonl (`eval/<metric>` lines)."""
   curves: dict[str, dict[str, dict[int, list[float]]]] = {}
-  for path in sorted(root.rglob('results.json')):
-    data = json.loads(path.read_text())
-    log = path.parent / 'metrics.jsonl'
-    if data.get('eval_mode', 'merged') != 'merged' or not log.exists():
-      continue  # random-routing rows evaluate best/final checkpoints only
+  for folder, data in trained_runs(root):
+    log = folder / 'metrics.jsonl'
+    if not log.exists():
+      continue
     key = f"eval/{data['selection_metric']}"
     per_step = curves.setdefault(data['task'], {}).setdefault(data['method'], {})
     for number, line in enumerate(log.read_text().splitlines(), 1):
@@ -247,26 +248,17 @@ def dev_curve_tables(root: Path) -> str:
   method is still improving where its budget ends)."""
   out = []
   curves = dev_curves(root)
-  for task in sorted(curves, key=lambda t: (
-      report.TASK_ORDER.index(t) if t in report.TASK_ORDER else 99, t)):
-    names = sorted(curves[task], key=lambda m: (
-        report.METHOD_ORDER.index(m) if m in report.METHOD_ORDER else 99, m))
+  for task in report.order(curves, report.TASK_ORDER):
+    names = report.order(curves[task], report.METHOD_ORDER)
     steps = sorted({s for m in names for s in curves[task][m]})
     if len(steps) < 2:
       continue  # one evaluation: the results table already has it
     rows = []
     for method in names:
-      cells = []
-      for step in steps:
-        values = [100 * v for v in curves[task][method].get(step, [])]
-        if not values:
-          cells.append('-')
-        elif len(values) == 1:
-          cells.append(f'{values[0]:.1f}')
-        else:
-          cells.append(f'{statistics.fmean(values):.1f}±{statistics.stdev(values):.1f}')
-      seeds = max(len(v) for v in curves[task][method].values())
-      rows.append([method, seeds, *cells])
+      per_step = curves[task][method]
+      cells = [report.score(*report.mean_std([100 * v for v in per_step[step]]))
+               if per_step.get(step) else '-' for step in steps]
+      rows.append([method, max(len(v) for v in per_step.values()), *cells])
     out.append(f"Dev curve, {report.TASK_TITLES.get(task, task)} (selection metric ×100 at "
                'each evaluation step; mean ± std over seeds):\n\n' +
                common.markdown_table(['method', 'seeds', *map(str, steps)], rows))
