@@ -465,6 +465,25 @@ RATIOS = (
 )
 
 
+# Cells of XLA's analysis of a variant's compiled programs, shared by both tables.
+def _gflop_cell(row) -> str:
+  return (f"{row['fwd_flops'] / 1e9:.0f} / {row['step_flops'] / 1e9:.0f}"
+          if 'step_flops' in row else '-')
+
+
+def _mib_cell(row, key: str) -> str:
+  return f'{row[key] / 2**20:.0f}' if key in row else '-'
+
+
+def _dots_cell(row) -> str:
+  return f"{row['fwd_dots']} / {row['step_dots']}" if 'step_dots' in row else '-'
+
+
+def _frozen_cell(row) -> str:
+  return (f"{row['frozen_kernel_shaped_dots']}"
+          if 'step_dots' in row and row['method'] != 'full' else '-')
+
+
 TORCH_PEER_OF = {'torch+PEFT lora': 'lora', 'torch full': 'full'}
 
 
@@ -485,13 +504,8 @@ def render(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         f'{_ms(s, fwd, quiet)} / {_ms(s, step, quiet)}',
         f'{paired_ratio(s, step, fwd):.2f} / {paired_ratio(s, step, fwd, quiet):.2f}'
         if fwd in s else '-',
-        f"{row['fwd_flops'] / 1e9:.0f} / {row['step_flops'] / 1e9:.0f}"
-        if 'step_flops' in row else '-',
-        f'{rate:.0f} ({100 * rate / matmul_quiet:.0f}%)' if rate else '-',
-        f"{row['step_bytes'] / 2**20:.0f}" if 'step_bytes' in row else '-',
-        f"{row['fwd_dots']} / {row['step_dots']}" if 'step_dots' in row else '-',
-        f"{row['frozen_kernel_shaped_dots']}"
-        if 'step_dots' in row and row['method'] != 'full' else '-',
+        _gflop_cell(row), f'{rate:.0f} ({100 * rate / matmul_quiet:.0f}%)' if rate else '-',
+        _mib_cell(row, 'step_bytes'), _dots_cell(row), _frozen_cell(row),
     ])
   table = common.markdown_table(
       ['variant', 'trainable', 'fwd ms', 'step ms', 'eval ms', 'fwd / step ms, quiet',
@@ -534,15 +548,10 @@ def render_compiled(result: dict[str, Any]) -> str:
   """The `--compile_only` table: XLA's analysis of each compiled program, nothing run."""
   rows = []
   for name, row in result['info'].items():
-    mib = lambda key, row=row: f'{row[key] / 2**20:.0f}' if key in row else '-'
     rows.append([
-        name, _count(row['trainable']),
-        f"{row['fwd_flops'] / 1e9:.0f} / {row['step_flops'] / 1e9:.0f}"
-        if 'step_flops' in row else '-',
-        mib('fwd_bytes'), mib('step_bytes'), mib('eval_bytes'),
-        f"{row['fwd_dots']} / {row['step_dots']}" if 'step_dots' in row else '-',
-        f"{row['frozen_kernel_shaped_dots']}"
-        if 'step_dots' in row and row['method'] != 'full' else '-'])
+        name, _count(row['trainable']), _gflop_cell(row),
+        *(_mib_cell(row, key) for key in ('fwd_bytes', 'step_bytes', 'eval_bytes')),
+        _dots_cell(row), _frozen_cell(row)])
   table = common.markdown_table(
       ['variant', 'trainable', 'GFLOP fwd / step (XLA)', 'fwd MiB', 'step MiB', 'eval MiB',
        'dots fwd / step', 'frozen-kernel grad dots'], rows)
