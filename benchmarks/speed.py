@@ -233,8 +233,9 @@ def dot_shapes(compiled) -> list[tuple[int, ...]]:
           for m in _DOT.finditer(compiled.as_text())]
 
 
-def jaxpr_dot_shapes(fn: Callable[..., Any], *args) -> list[tuple[int, ...]]:
-  """Output shapes of every dot_general in `fn`'s jaxpr, nested jaxprs included.
+def jaxpr_dot_shapes(traced) -> list[tuple[int, ...]]:
+  """Output shapes of every dot_general in a traced program's jaxpr (`jax.jit(f).trace(...)`,
+  the same trace that is lowered and compiled), nested jaxprs included.
 
   Unlike the optimised HLO, where XLA flattens [batch, length, hidden] activations to
   [batch * length, hidden], the jaxpr keeps the token axes apart: an activation (gradient)
@@ -252,19 +253,19 @@ def jaxpr_dot_shapes(fn: Callable[..., Any], *args) -> list[tuple[int, ...]]:
           if hasattr(sub, 'eqns'):
             walk(sub)
 
-  walk(jax.make_jaxpr(fn)(*args).jaxpr)
+  walk(traced.jaxpr.jaxpr)
   return shapes
 
 
-def frozen_grad_dots(step_fn, step_args, fwd_fn, fwd_args, frozen, trainable) -> int:
-  """Dots in the step, beyond the forward's, whose output has the shape of a frozen kernel
-  (and of no trainable one), in either order: a weight gradient of a frozen kernel would
-  be one."""
+def frozen_grad_dots(step, fwd, frozen, trainable) -> int:
+  """Dots in the traced step, beyond the traced forward's, whose output has the shape of a
+  frozen kernel (and of no trainable one), in either order: a weight gradient of a frozen
+  kernel would be one."""
   # Either dimension order: autodiff may emit a weight gradient transposed.
   unordered = lambda shapes: {tuple(sorted(s)) for s in shapes}
   kernels = unordered(kernel_shapes(frozen)) - unordered(kernel_shapes(trainable))
-  count = lambda fn, args: sum(tuple(sorted(s)) in kernels for s in jaxpr_dot_shapes(fn, *args))
-  return count(step_fn, step_args) - count(fwd_fn, fwd_args)
+  count = lambda traced: sum(tuple(sorted(s)) in kernels for s in jaxpr_dot_shapes(traced))
+  return count(step) - count(fwd)
 
 
 def kernel_shapes(tree) -> set[tuple[int, ...]]:
@@ -348,7 +349,8 @@ def bench(shape: str, length: int, config: EncoderConfig, shared: dict) -> dict[
       tx, schedule = optim.make_optimizer(config_v, 1000, built.adaptation, trainable)
       fwd_fn = functools.partial(forward_loss, model=model,
                                  consistency_weight=v.consistency_weight)
-      fwd = jax.jit(fwd_fn).lower(trainable, frozen, batch, key).compile()
+      fwd_traced = jax.jit(fwd_fn).trace(trainable, frozen, batch, key)
+      fwd = fwd_traced.lower().compile()
       fns[f'{v.name}/fwd'] = (lambda fwd=fwd, t=trainable, f=frozen: jax.block_until_ready(
           fwd(t, f, batch, jax.random.fold_in(key, next(counter)))))
       # The step donates its state: give it copies, not the shared backbone's leaves.
@@ -359,7 +361,8 @@ def bench(shape: str, length: int, config: EncoderConfig, shared: dict) -> dict[
       step_fn = functools.partial(
           train.train_step, model=model, tx=tx, schedule=schedule,
           consistency_weight=v.consistency_weight, regression=False)
-      step = jax.jit(step_fn, donate_argnums=(0,)).lower(state, frozen, batch).compile()
+      step_traced = jax.jit(step_fn, donate_argnums=(0,)).trace(state, frozen, batch)
+      step = step_traced.lower().compile()
       box = [state]
 
       def run_step(step=step, box=box, frozen=frozen):
@@ -371,9 +374,8 @@ def bench(shape: str, length: int, config: EncoderConfig, shared: dict) -> dict[
           fwd_flops=flops(fwd), step_flops=flops(step), step_bytes=peak_bytes(step),
           fwd_bytes=peak_bytes(fwd), fwd_dots=len(dot_shapes(fwd)),
           step_dots=len(dot_shapes(step)),
-          frozen_kernel_shaped_dots=frozen_grad_dots(
-              step_fn, (state, frozen, batch), fwd_fn, (trainable, frozen, batch, key),
-              frozen, trainable))
+          frozen_kernel_shaped_dots=frozen_grad_dots(step_traced, fwd_traced, frozen,
+                                                     trainable))
     if v.eval:
       eval_model, eval_params = model, methods.combine(trainable, frozen)
       mode = 'random' if v.eval == 'random' else 'merged'

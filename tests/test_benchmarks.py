@@ -125,6 +125,8 @@ def test_speed_compile_only_reports_memory_without_running(tmp_path):
     assert row['step_bytes'] > row['fwd_bytes'] > 0 and row['step_flops'] > row['fwd_flops'] > 0
   # Full fine-tuning's step holds the whole model's gradients and Adam state.
   assert result['info']['full']['step_bytes'] > 2 * result['info']['adapter']['step_bytes']
+  # The adapter's step takes no weight gradient of a frozen kernel (counted in its jaxpr).
+  assert result['info']['adapter']['frozen_kernel_shaped_dots'] == 0
   assert 'compiled, not run' in out and '| adapter | ' in out
 
 
@@ -148,10 +150,10 @@ def test_frozen_grad_dots_counts_weight_gradients_of_frozen_kernels_only():
       def bad_step(t, f):  # also the frozen kernel's weight gradient
         return jax.grad(loss, argnums=(0, 1))(t, f)
 
-      args = (trainable, frozen)
-      assert speed.frozen_grad_dots(good_step, args, loss, args, frozen, trainable) == 0
-      assert speed.frozen_grad_dots(bad_step, args, loss, args, frozen, trainable) == 1
+      trace = lambda fn: jax.jit(fn).trace(trainable, frozen)
+      fwd = trace(loss)
+      assert speed.frozen_grad_dots(trace(good_step), fwd, frozen, trainable) == 0
+      assert speed.frozen_grad_dots(trace(bad_step), fwd, frozen, trainable) == 1
       # Nested jaxprs (jit inside the step) are searched too.
-      assert speed.frozen_grad_dots(jax.jit(bad_step), args, loss, args, frozen,
-                                    trainable) == 1
+      assert speed.frozen_grad_dots(trace(jax.jit(bad_step)), fwd, frozen, trainable) == 1
       """)
