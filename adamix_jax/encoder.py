@@ -84,6 +84,12 @@ class EncoderConfig:
   def is_roberta(self) -> bool:
     return self.model_type == 'roberta'
 
+  @property
+  def max_input_length(self) -> int:
+    """The longest input the position table covers (RoBERTa's positions start after
+    pad_token_id: 514 positions hold 512 tokens)."""
+    return self.max_position_embeddings - (self.pad_token_id + 1 if self.is_roberta else 0)
+
 
 def _layer_norm(config: EncoderConfig, name: str) -> nn.LayerNorm:
   # LayerNorm always in float32, whatever the compute dtype.
@@ -115,7 +121,13 @@ class Embeddings(nn.Module):
     self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
   def __call__(self, input_ids, token_type_ids, deterministic: bool):
-    positions = position_ids_for(self.config, input_ids)
+    cfg = self.config
+    if input_ids.shape[-1] > cfg.max_input_length:  # an embedding lookup past the table is NaN
+      raise ValueError(
+          f'Inputs of {input_ids.shape[-1]} tokens exceed the {cfg.max_input_length} positions '
+          f'of this {cfg.model_type} model (max_position_embeddings='
+          f'{cfg.max_position_embeddings}); truncate them (config.data.max_length).')
+    positions = position_ids_for(cfg, input_ids)
     h = (self.word_embeddings(input_ids) + self.position_embeddings(positions) +
          self.token_type_embeddings(token_type_ids))
     h = self.LayerNorm(h).astype(self.dtype)

@@ -73,8 +73,10 @@ def adaptation_from_config(config: ml_collections.ConfigDict) -> AdaptationConfi
 
 
 def validate_config(config: ml_collections.ConfigDict, hidden_size: int | None = None,
-                    num_devices: int | None = None) -> None:
-  """Impossible settings fail before anything is trained or written."""
+                    num_devices: int | None = None, max_input_length: int | None = None
+                    ) -> None:
+  """Impossible settings fail before anything is trained or written. `hidden_size` and
+  `max_input_length` (the model's position table) are checked once the model is known."""
   if config.method not in methods.METHODS:
     raise ValueError(f'Unknown method {config.method!r}; choose from {methods.METHODS}')
   a = config.adapter
@@ -110,6 +112,12 @@ def validate_config(config: ml_collections.ConfigDict, hidden_size: int | None =
                        'of the data-parallel mesh')
   if config.num_train_steps <= 0 and config.num_epochs <= 0:
     raise ValueError('Set config.num_epochs or config.num_train_steps to a positive value')
+  length = config.data.max_length
+  if length <= 0:
+    raise ValueError(f'config.data.max_length={length} must be positive')
+  if max_input_length is not None and length > max_input_length:
+    raise ValueError(f'config.data.max_length={length} exceeds the {max_input_length} tokens '
+                     "the checkpoint's position table holds (max_position_embeddings)")
 
 
 BATCH_AXES = ('data', 'fsdp')
@@ -324,6 +332,18 @@ def selection_value(task: TaskSpec, results: dict[str, float], num_splits: int) 
   return results[name]
 
 
+def is_new_best(value: float, best: dict[str, Any]) -> bool:
+  """Whether an evaluation's selection value replaces the best so far. The first evaluation
+  always does, so that a best checkpoint exists even when every score is NaN (the Pearson
+  correlation of constant predictions); a NaN never replaces a number, a number does
+  replace a NaN."""
+  if best['step'] < 0:
+    return True
+  if math.isnan(value):
+    return False
+  return math.isnan(best['value']) or value > best['value']
+
+
 class _JsonlWriter:
   """Every logged scalar as one JSON line: {"step": s, "name": value, ...}."""
 
@@ -402,7 +422,8 @@ def build_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
     from adamix_jax.interop import peft_io  # pylint: disable=import-outside-toplevel
     params = peft_io.overlay_peft(params, adaptation, model.config,
                                   peft_io.read_peft(config.model.peft_adapter))
-  validate_config(config, hidden_size=model.config.hidden_size, num_devices=mesh.size)
+  validate_config(config, hidden_size=model.config.hidden_size, num_devices=mesh.size,
+                  max_input_length=model.config.max_input_length)
   logging.info('%s', report.summary())
   if model.attention == 'fused' and model.config.attention_probs_dropout_prob > 0:
     logging.warning('config.model.attention=fused: the checkpoint\'s attention_probs_dropout_prob'
@@ -555,7 +576,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       last_results = evaluate(run, methods.combine(state.params, run.frozen), step=step)
       log(step, {f'eval/{k}': v for k, v in last_results.items()})
       value = selection_value(task, last_results, len(run.eval_sets))
-      if value > best['value']:
+      if is_new_best(value, best):
         best = {'value': value, 'step': step, 'metrics': last_results}
         manager.wait_until_finished()
         for old_step in best_manager.all_steps():  # a resumed run may replay a saved best

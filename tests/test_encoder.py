@@ -87,6 +87,25 @@ def test_position_ids_roberta_offset_padding_idx():
   np.testing.assert_array_equal(position_ids_for(bert, ids), [[0, 1, 2, 3, 4, 5]])
 
 
+
+@pytest.mark.parametrize('model_type, pad, max_input', [('bert', 0, 16), ('roberta', 1, 14)])
+def test_inputs_longer_than_the_position_table_are_refused(model_type, pad, max_input):
+  """A lookup past the position table gives NaN logits; the encoder refuses such inputs."""
+  from adamix_jax.encoder import EncoderConfig
+  cfg = EncoderConfig(model_type=model_type, pad_token_id=pad, vocab_size=50, hidden_size=8,
+                      num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
+                      max_position_embeddings=16)
+  assert cfg.max_input_length == max_input
+  model = model_lib.Model(cfg, head='classifier', num_labels=2)
+  params = model_lib.init_params(model, jax.random.PRNGKey(0))
+  ids = jnp.full((1, max_input), 5)
+  assert np.isfinite(model.apply({'params': params}, ids, jnp.ones_like(ids))).all()
+  ids = jnp.full((1, max_input + 1), 5)
+  with pytest.raises(ValueError, match=f'{max_input + 1} tokens exceed the {max_input} '
+                                       'positions'):
+    model.apply({'params': params}, ids, jnp.ones_like(ids))
+
+
 SENTENCES = [
     'A gripping, beautifully acted film.',
     'The plot makes no sense at all and the dialogue is wooden.',

@@ -185,6 +185,7 @@ def test_sigkill_and_rerun_same_command_ends_like_uninterrupted(tiny_checkpoint,
     ({'adapter.num_experts': 0}, 'num_experts=0'),
     ({'eval_mode': 'vote'}, 'eval_mode'),
     ({'model.attention': 'flash'}, "model.attention='flash'"),
+    ({'data.max_length': 65}, 'max_length=65 exceeds the 64 tokens'),
 ])
 def test_bad_config_fails_before_writing(tiny_checkpoint, tmp_path, override, message):
   with pytest.raises(ValueError, match=message):
@@ -236,3 +237,19 @@ def test_fisher_merge_is_used_for_evaluation_and_export(tiny_checkpoint, tmp_pat
   np.testing.assert_allclose(traverse_util.flatten_dict(exported)[key], flat_f[key],
                              rtol=1e-6)  # ...is what was exported
   assert train.evaluate(run, params, step=2) == pytest.approx(results['final']['metrics'])
+
+
+def test_best_evaluation_with_nan_scores():
+  """A NaN score (Pearson of constant predictions) still leaves a best checkpoint to export,
+  and never replaces a number; a number replaces it."""
+  def pick(values):
+    best = {'value': float('-inf'), 'step': -1}
+    for step, value in enumerate(values, 1):
+      if train.is_new_best(value, best):
+        best = {'value': value, 'step': step}
+    return best['step']
+
+  nan = float('nan')
+  assert pick([nan, nan]) == 1
+  assert pick([nan, 0.3, nan, 0.5, 0.4]) == 4
+  assert pick([0.2, nan, 0.1]) == 1
