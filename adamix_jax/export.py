@@ -141,6 +141,13 @@ def load_export(export_dir: str | os.PathLike, *, base_checkpoint: str | None = 
                                      label_word_ids=tuple(info.get('label_word_ids', ())),
                                      pooling=info.get('pooling', 'cls'), dtype=dtype)
   tensors = load_file(str(Path(export_dir) / TENSORS))
+  # Every tensor export.json lists must be there: a missing one would stay at its random
+  # initialisation and predict nonsense without a word.
+  missing = sorted(set(info.get('shapes', {})) - set(tensors))
+  if missing:
+    raise ValueError(f'{export_dir}/{TENSORS} lacks tensors that {INFO} lists '
+                     f'({len(missing)}): ' + ', '.join(missing[:8]) +
+                     (' ...' if len(missing) > 8 else ''))
   flat = traverse_util.flatten_dict(params)
   for key, value in tensors.items():
     path = tuple(key.split('/'))

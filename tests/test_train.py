@@ -89,6 +89,19 @@ def test_export_reload_reproduces_eval_metrics(trained):
   assert again == pytest.approx(results['best']['metrics'], abs=1e-9)
 
 
+def test_export_missing_a_tensor_is_refused(trained, tmp_path):
+  import shutil
+  from safetensors.numpy import load_file, save_file
+  _, workdir, _ = trained
+  copy = Path(shutil.copytree(workdir / 'export', tmp_path / 'export'))
+  tensors = load_file(str(copy / export.TENSORS))
+  dropped = sorted(tensors)[0]
+  del tensors[dropped]
+  save_file(tensors, str(copy / export.TENSORS))
+  with pytest.raises(ValueError, match=rf'lacks tensors that export.json lists \(1\): {dropped}'):
+    export.load_export(copy)
+
+
 def test_repeated_evaluation_reuses_the_compiled_predict(trained):
   config, workdir, results = trained
   final, run = _final_params(workdir, config)
