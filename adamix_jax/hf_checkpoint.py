@@ -92,13 +92,13 @@ _IGNORED = {
 }
 
 
-def _compile(pattern: str, sep: str) -> re.Pattern:
+def _compile(pattern: str) -> re.Pattern:
   parts = [re.escape(p) for p in pattern.split('{i}')]
   return re.compile('^' + r'(\d+)'.join(parts) + '$')
 
 
 _COMPILED = {
-    mt: [(_compile(hf, '.'), hf, _compile(ours, '/'), ours, kind)
+    mt: [(_compile(hf), hf, _compile(ours), ours, kind)
          for hf, ours, kind in _RULES + _HEAD_RULES[mt]] for mt in _HEAD_RULES
 }
 
@@ -115,15 +115,23 @@ class LoadReport:
   newly_initialized: list[str] = dataclasses.field(default_factory=list)
   unused: list[str] = dataclasses.field(default_factory=list)
   ignored: list[str] = dataclasses.field(default_factory=list)
+  # Task-head tensors whose checkpoint shape differs (another label count): re-initialised.
+  reinitialized: list[str] = dataclasses.field(default_factory=list)
 
   def summary(self) -> str:
     lines = [f'Loaded {self.source}']
+    if self.reinitialized:
+      lines.append(f'  task head re-initialised, the checkpoint\'s has another shape '
+                   f'({len(self.reinitialized)}): {_abbrev(self.reinitialized)}')
     if self.newly_initialized:
       lines.append(f'  newly initialised ({len(self.newly_initialized)}): '
                    f'{_abbrev(self.newly_initialized)}')
     if self.unused:
       lines.append(f'  checkpoint tensors not used by this model ({len(self.unused)}): '
                    f'{_abbrev(self.unused)}')
+    if self.ignored:
+      lines.append(f'  ignored (buffers, tied decoder, next-sentence head) '
+                   f'({len(self.ignored)}): {_abbrev(self.ignored)}')
     return '\n'.join(lines)
 
 
@@ -177,7 +185,6 @@ def load_config(model_dir: str | os.PathLike) -> EncoderConfig:
 def read_state_dict(model_dir: str | os.PathLike, *,
                     allow_pickle: bool = False) -> tuple[dict[str, np.ndarray], str]:
   """All tensors of a checkpoint directory as float32 numpy arrays, and the file read."""
-  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
   model_dir = Path(model_dir)
   single, index = model_dir / SAFETENSORS, model_dir / SAFETENSORS_INDEX
   if single.is_file():
@@ -228,11 +235,18 @@ def _to_numpy(state: dict[str, Any]) -> dict[str, np.ndarray]:
   return out
 
 
+# The original (TensorFlow-converted) BERT checkpoints, e.g. bert-base-uncased, name the
+# LayerNorm parameters gamma/beta; transformers reads them as weight/bias, and so do we.
+_LEGACY_LAYER_NORM = re.compile(r'((?:LayerNorm|layer_norm)\.)(gamma|beta)$')
+_LEGACY_NAMES = {'gamma': 'weight', 'beta': 'bias'}
+
+
 def param_path(key: str, config: EncoderConfig) -> tuple[tuple[str, ...], str] | None:
   """Our parameter path of one HF key (with or without the `bert.`/`roberta.` prefix) and
   its kind ('linear': transpose, 'embed', 'vector'); None for a key no rule maps."""
   mt = config.model_type
   k = key[len(mt) + 1:] if key.startswith(f'{mt}.') else key
+  k = _LEGACY_LAYER_NORM.sub(lambda m: m.group(1) + _LEGACY_NAMES[m.group(2)], k)
   for hf_re, _, _, ours, kind in _COMPILED[mt]:
     m = hf_re.match(k)
     if m:
@@ -307,8 +321,9 @@ def merge_pretrained(init_params: dict[str, Any], pretrained: dict[tuple[str, ..
   """Overlays pretrained tensors on freshly initialised parameters, checking every shape.
 
   Raises:
-    CheckpointError: a shape mismatch (names the key and both shapes), or backbone / MLM head
-      parameters the checkpoint lacks (lists them).
+    CheckpointError: a shape mismatch outside the task head (names the key and both shapes),
+      or backbone / MLM head parameters the checkpoint lacks (lists them). Task-head tensors
+      of another shape (another label count) are re-initialised and reported instead.
   """
   flat = traverse_util.flatten_dict(init_params)
   report = LoadReport(source=source, ignored=list(ignored))
@@ -319,8 +334,14 @@ def merge_pretrained(init_params: dict[str, Any], pretrained: dict[tuple[str, ..
     if path in pretrained:
       value = pretrained[path]
       if tuple(value.shape) != tuple(init.shape):
-        mismatched.append(f'{name}: checkpoint {tuple(value.shape)} vs model '
-                          f'{tuple(init.shape)}')
+        shapes = f'{name}: checkpoint {tuple(value.shape)} vs model {tuple(init.shape)}'
+        if path[0] == 'classifier':
+          # A head trained for another label count (e.g. MNLI's 3 for a 2-label task):
+          # like transformers' ignore_mismatched_sizes, this tensor starts afresh.
+          out[path] = init
+          report.reinitialized.append(shapes)
+        else:
+          mismatched.append(shapes)
         continue
       out[path] = np.asarray(value, dtype=np.asarray(init).dtype)
     elif _is_new_parameter(path):

@@ -11,6 +11,7 @@ from safetensors.numpy import load_file, save_file
 from adamix_jax import hf_checkpoint, model as model_lib
 from adamix_jax.adapters import AdaptationConfig
 from adamix_jax.hf_checkpoint import CheckpointError
+from flax.traverse_util import flatten_dict as flatten
 from conftest import save_tiny_checkpoint
 
 
@@ -86,6 +87,28 @@ def test_mlm_checkpoint_with_classifier_reports_unused_head(tmp_path):
   _, _, report = model_lib.from_pretrained(tmp_path, head='classifier')
   assert 'mlm_head/dense/kernel' in report.unused
   assert 'classifier/out_proj/kernel' in report.newly_initialized
+  assert 'not used by this model (5): mlm_head/bias' in report.summary()
+  report.ignored = ['embeddings.position_ids']
+  assert 'ignored (buffers, tied decoder, next-sentence head) (1)' in report.summary()
+
+
+def test_task_head_of_another_label_count_is_reinitialised(tmp_path):
+  """Starting a 2-label task from a 3-label (MNLI-like) checkpoint: the head's output layer
+  starts afresh and is reported; the rest of the head and the backbone load."""
+  save_tiny_checkpoint(tmp_path, 'roberta', 'classifier', num_labels=3)
+  ref = load_file(str(tmp_path / 'model.safetensors'))
+  _, params, report = model_lib.from_pretrained(tmp_path, head='classifier', num_labels=2)
+  head = params['classifier']
+  assert head['out_proj']['kernel'].shape == (32, 2)
+  np.testing.assert_array_equal(head['dense']['kernel'], ref['classifier.dense.weight'].T)
+  assert [r.split(':')[0] for r in report.reinitialized] == ['classifier/out_proj/bias',
+                                                           'classifier/out_proj/kernel']
+  assert 'checkpoint (3,) vs model (2,)' in report.summary()
+  # The same label count loads the head as it is.
+  _, params, report = model_lib.from_pretrained(tmp_path, head='classifier', num_labels=3)
+  np.testing.assert_array_equal(params['classifier']['out_proj']['kernel'],
+                                ref['classifier.out_proj.weight'].T)
+  assert not report.reinitialized
 
 
 def test_adapters_are_newly_initialised_backbone_loaded(tmp_path):
@@ -117,6 +140,26 @@ def test_prefixed_keys_load(tmp_path):
   _edit_tensors(tmp_path, lambda t: t.update({f'bert.{k}': t.pop(k) for k in list(t)}))
   _, params, _ = model_lib.from_pretrained(tmp_path, head='none')
   assert params['backbone']['embeddings']['word_embeddings']['embedding'].shape == (99, 32)
+
+
+def test_legacy_layer_norm_gamma_beta_names_load(tmp_path):
+  """Original BERT checkpoints name LayerNorm parameters gamma/beta (as transformers reads)."""
+  save_tiny_checkpoint(tmp_path / 'new', 'bert', 'mlm')
+  _, want, _ = model_lib.from_pretrained(tmp_path / 'new', head='mlm')
+  save_tiny_checkpoint(tmp_path / 'old', 'bert', 'mlm')
+  renamed = []
+
+  def legacy(tensors):
+    for k in [k for k in tensors if 'LayerNorm.' in k]:
+      new = k.replace('LayerNorm.weight', 'LayerNorm.gamma').replace('LayerNorm.bias',
+                                                                     'LayerNorm.beta')
+      tensors[new] = tensors.pop(k)
+      renamed.append(new)
+  _edit_tensors(tmp_path / 'old', legacy)
+  assert len(renamed) == 2 * (1 + 2 * 2 + 1)  # embeddings, 2 per layer, MLM transform
+  _, got, _ = model_lib.from_pretrained(tmp_path / 'old', head='mlm')
+  for (path, a), (_, b) in zip(sorted(flatten(want).items()), sorted(flatten(got).items())):
+    np.testing.assert_array_equal(a, b, err_msg=str(path))
 
 
 def test_pickle_only_with_opt_in(tmp_path):
