@@ -37,7 +37,6 @@ METHOD_KINDS = {'adamix': 'adamix', 'adamix_lora': 'adamix_lora', 'adapter': 'ad
                 'lora': 'lora', 'bitfit': 'none', 'full': 'none', 'head_only': 'none'}
 # Placement aliases: Pfeiffer's adapter sits after the feed-forward block only.
 PLACEMENT_ALIASES = {'pfeiffer': 'ffn'}
-BACKBONE = 'backbone'
 LAYER_NORMS = ('LayerNorm', 'layer_norm')
 
 

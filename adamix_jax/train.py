@@ -103,6 +103,14 @@ def validate_config(config: ml_collections.ConfigDict, hidden_size: int | None =
                      'or ensemble')
   if config.merge not in ('mean', 'fisher'):
     raise ValueError(f'config.merge={config.merge!r}: choose mean or fisher')
+  if config.lora_merge not in merging.LORA_MERGES:
+    raise ValueError(f'config.lora_merge={config.lora_merge!r}: choose '
+                     f'{" or ".join(merging.LORA_MERGES)}')
+  if (config.method == 'adamix_lora' and config.merge == 'fisher' and
+      config.lora_merge == 'mean_delta'):
+    raise ValueError("config.merge='fisher' weights each LoRA factor's elements separately; "
+                     "it cannot give config.lora_merge='mean_delta' (the mean of the experts' "
+                     "low-rank updates). Use merge='mean', or lora_merge='mean_factors'.")
   for name in ('batch_size', 'eval_batch_size'):
     size = config[name]
     if size <= 0:

@@ -199,6 +199,9 @@ def test_sigkill_and_rerun_same_command_ends_like_uninterrupted(tiny_checkpoint,
     ({'eval_mode': 'vote'}, 'eval_mode'),
     ({'model.attention': 'flash'}, "model.attention='flash'"),
     ({'data.max_length': 65}, 'max_length=65 exceeds the 64 tokens'),
+    ({'lora_merge': 'median'}, "lora_merge='median'"),
+    ({'method': 'adamix_lora', 'merge': 'fisher', 'lora_merge': 'mean_delta'},
+     "cannot give config.lora_merge='mean_delta'"),
 ])
 def test_bad_config_fails_before_writing(tiny_checkpoint, tmp_path, override, message):
   with pytest.raises(ValueError, match=message):
