@@ -256,12 +256,15 @@ def test_custom_jsonl_regression_pairs(tmp_path):
                  '{"a": "p", "b": "q", "sim": "3"}\n')
   dev = _write(tmp_path, 'valid.jsonl', '{"a": "x", "b": "z", "sim": 1}\n')
   cfg = _custom_config('similarity', train, text_columns=('a', 'b'),
-                       label_column='sim', eval_files=(str(dev),))
+                       label_column='sim', eval_files=(str(dev),), regression=True)
   spec, examples = load_examples(cfg, 'train')
   assert spec.is_regression and spec.eval_splits == ('valid',)
   assert spec.metrics == ('pearson', 'spearman')
   assert examples == [Example(('x', 'y'), 0.5), Example(('p', 'q'), 3.0)]
   assert load_examples(cfg, 'valid')[1] == [Example(('x', 'z'), 1.0)]
+  with pytest.raises(ValueError, match="no file for eval split 'dev': set data.eval_files"):
+    load_examples(_custom_config('similarity', train, text_columns=('a', 'b'),
+                                 label_column='sim', regression=True), 'dev')
 
 
 def test_custom_jsonl_integer_labels_match_label_names(tmp_path):

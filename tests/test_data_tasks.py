@@ -107,3 +107,39 @@ def test_task_from_config_builds_a_new_task():
   spec = task_from_config(cfg)
   assert (spec.name, spec.text_columns, spec.labels, spec.eval_splits) == (
       'reviews', ('body',), ('neg', 'pos', 'mixed'), ('dev',))
+
+
+@pytest.mark.parametrize('fields, message', [
+    ({}, r"needs data.labels .*or data.regression=True"),
+    ({'labels': ('neg,pos',)}, r"names one class"),
+    ({'labels': ('neg', 'pos'), 'regression': True}, r"takes no data.labels"),
+])
+def test_custom_task_says_classes_or_regression(fields, message):
+  """A custom task without labels was silently a regression task, scored by Pearson."""
+  cfg = default_data_config()
+  cfg.task, cfg.source, cfg.text_columns = 'reviews', 'custom', ('body',)
+  for key, value in fields.items():
+    cfg[key] = value
+  with pytest.raises(ValueError, match=message):
+    task_from_config(cfg)
+  cfg.labels, cfg.regression = None, True
+  assert task_from_config(cfg).is_regression
+
+
+def test_custom_labels_can_be_set_on_the_command_line():
+  """data.labels was None, a type ml_collections refuses to override from the command line."""
+  import subprocess
+  import sys
+  from pathlib import Path
+  script = ('import sys\n'
+            'from absl import flags\n'
+            'from ml_collections import config_flags\n'
+            "c = config_flags.DEFINE_config_file('config')\n"
+            'flags.FLAGS(sys.argv)\n'
+            'print(repr(c.value.data.labels))\n')
+  out = subprocess.run([sys.executable, '-c', script, '--config=configs/tiny.py',
+                        "--config.data.labels=('neg', 'pos')"],
+                       cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                       text=True, timeout=120)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip() == "('neg', 'pos')"

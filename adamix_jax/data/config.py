@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -59,9 +60,12 @@ def default_data_config() -> ml_collections.ConfigDict:
   data.text_columns = ()
   # custom only: the column holding the label (class name or number).
   data.label_column = 'label'
-  # custom task only: class names in label-index order, or None for regression.
-  # For a registered task name leave None (its own label set is used).
-  data.labels = None
+  # custom task only: class names in label-index order, as a tuple (on the command
+  # line: --config.data.labels="('neg', 'pos')"). For a registered task name leave
+  # it unset (its own label set is used).
+  data.labels = config_dict.placeholder(tuple)
+  # custom task only: a numeric score to regress instead of classes (no labels).
+  data.regression = False
   # custom task only: metrics to report and the one selecting checkpoints;
   # () / '' = accuracy (+F1 for two classes), or Pearson+Spearman for regression.
   data.metrics = ()

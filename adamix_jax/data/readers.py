@@ -505,12 +505,24 @@ def task_from_config(data_cfg: Any) -> TaskSpec:
     return get_task(name)
   splits = tuple(_eval_files(data_cfg)) or ('dev',)
   labels = _get(data_cfg, 'labels')
+  regression = bool(_get(data_cfg, 'regression', False))
   try:
     spec = get_task(name)
   except ValueError:
     text_columns = tuple(_get(data_cfg, 'text_columns', ()))
     if not text_columns:
       raise ValueError(f'Custom task {name!r} needs data.text_columns.') from None
+    if regression and labels is not None:
+      raise ValueError(f'Custom task {name!r}: data.regression=True regresses a score and '
+                       f'takes no data.labels (got {tuple(labels)}).')
+    if not regression and labels is None:
+      raise ValueError(f'Custom task {name!r} needs data.labels (class names in label-index '
+                       "order, e.g. --config.data.labels=\"('neg', 'pos')\"), or "
+                       'data.regression=True for a numeric score.')
+    if labels is not None and len(labels) < 2:
+      raise ValueError(f'Custom task {name!r}: data.labels={tuple(labels)} names one class; '
+                       "a classification task needs two or more (write the tuple as "
+                       "\"('neg', 'pos')\", not 'neg,pos').")
     return custom_task(name or 'custom', text_columns, labels,
                        metrics=tuple(_get(data_cfg, 'metrics', ())) or None,
                        selection_metric=_get(data_cfg, 'selection_metric') or None,
@@ -573,10 +585,16 @@ def load_examples(data_cfg: Any, split: str) -> tuple[TaskSpec, list[Example]]:
           num_labels=None if task.is_regression else task.num_labels)
     where = f'a sample of {_get(data_cfg, "sample_source", "glue_tsv")}'
   elif source == 'custom':
-    path = (_get(data_cfg, 'train_file', '') if split == 'train'
-            else _eval_files(data_cfg)[split])
-    if not path:
-      raise ValueError('source="custom" needs data.train_file.')
+    if split == 'train':
+      path = _get(data_cfg, 'train_file', '')
+      if not path:
+        raise ValueError('source="custom" needs data.train_file.')
+    else:
+      path = _eval_files(data_cfg).get(split)
+      if not path:
+        raise ValueError(f'source="custom" has no file for eval split {split!r}: set '
+                         "data.eval_files ('path' or 'name=path' entries; the first split "
+                         'selects checkpoints).')
     label_column = _get(data_cfg, 'label_column', '') or 'label'
     text_columns = tuple(_get(data_cfg, 'text_columns', ())) or task.text_columns
     examples = read_custom(path, _get(data_cfg, 'format', ''), text_columns,
