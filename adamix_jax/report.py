@@ -110,10 +110,12 @@ def order(values, preferred: Sequence[str]) -> list[str]:
 
 
 def metric_keys(metrics: dict[str, float], selection_metric: str) -> tuple[str, ...]:
-  """The keys a table shows, headline first: the selection metric (on the first split when
-  there are several), then the other metrics in the run's order; no 'combined'."""
+  """The keys a table shows, headline first: the selection metric (on the 'test' split when
+  there is one: LM-BFF selects on dev and reports test; else on the first split), then the
+  other metrics in the run's order; no 'combined'."""
   keys = [k for k in metrics if k.rsplit('/', 1)[-1] != 'combined']
-  headline = [k for k in keys if k.rsplit('/', 1)[-1] == selection_metric][:1]
+  headline = [k for k in keys if k == f'test/{selection_metric}']
+  headline = headline or [k for k in keys if k.rsplit('/', 1)[-1] == selection_metric][:1]
   if not headline:
     raise ValueError(f'no {selection_metric!r} among the metrics {list(metrics)}')
   return tuple(headline + [k for k in keys if k != headline[0]])

@@ -228,3 +228,13 @@ def test_incomplete_results_file_is_named(root):
 def test_empty_root_is_an_error(tmp_path):
   with pytest.raises(FileNotFoundError, match='No results.json'):
     report.load_results(tmp_path)
+
+
+def test_headline_is_the_test_split_when_dev_only_selects():
+  """LM-BFF evaluates on dev (to select) and test (reported): the headline, and Avg., is
+  test; several dev splits (MNLI) keep the first one."""
+  lmbff = {'dev/accuracy': .9, 'dev/f1': .8, 'test/accuracy': .7, 'test/f1': .6}
+  assert report.metric_keys(lmbff, 'accuracy') == ('test/accuracy', 'dev/accuracy', 'dev/f1',
+                                                   'test/f1')
+  mnli = {'dev_matched/accuracy': .8, 'dev_mismatched/accuracy': .7}
+  assert report.metric_keys(mnli, 'accuracy')[0] == 'dev_matched/accuracy'
