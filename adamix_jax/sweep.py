@@ -8,7 +8,8 @@
 4. the run's method, seed and data.task.
 Run (task, method, seed) trains in ROOT/<task>/<method>/seed_<seed>. `run_sweep` trains the
 runs one after another, skipping those whose results.json exists; an unfinished one resumes
-from its latest checkpoint (`train.train_and_evaluate` does that). On several hosts the
+from its latest checkpoint (`train.train_and_evaluate` does that). A run already in the root
+that was trained with another config is refused, not skipped or resumed. On several hosts the
 root must be on storage every host sees, as the checkpoints already must be.
 """
 
@@ -16,12 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import re
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from absl import logging
+from flax import traverse_util
 import ml_collections
 
 from adamix_jax import methods as methods_lib, train
@@ -142,9 +145,45 @@ def plan(base_file: str | Path, root: str | Path, *, tasks: Sequence[str] | None
   return runs
 
 
+def config_changes(run: Run) -> list[str]:
+  """How the run's planned config differs from the one its workdir was trained (or started)
+  with, as 'field: saved -> planned'; [] for a new run. Fields only one side has (added
+  or removed by another version of the code) are not compared."""
+  path = run.workdir / 'config.json'
+  if not path.is_file():
+    return []
+  try:
+    saved = json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{path}: not valid JSON ({e})') from e
+  flat = lambda d: traverse_util.flatten_dict(d, sep='.')
+  saved, planned = flat(saved), flat(json.loads(run.config.to_json_best_effort()))
+  return [f'{k}: {saved[k]!r} -> {planned[k]!r}'
+          for k in sorted(saved.keys() & planned.keys()) if saved[k] != planned[k]]
+
+
+def check_not_stale(runs: Sequence[Run]) -> None:
+  """Refuses a sweep whose finished or started runs were trained with another config: they
+  would be skipped (or resumed) and reported as if the new settings had produced them."""
+  stale = [(run, changes) for run in runs if (changes := config_changes(run))]
+  if stale:
+    lines = [f'  {run.workdir}: ' + '; '.join(changes[:5]) +
+             (f'; ... ({len(changes) - 5} more)' if len(changes) > 5 else '')
+             for run, changes in stale]
+    raise ValueError(
+        f'{len(stale)} run(s) of this sweep were trained with another config (field: saved '
+        '-> now):\n' + '\n'.join(lines) + '\nUse another root, or delete those run '
+        'directories to train them again.')
+
+
 def run_sweep(runs: Sequence[Run]) -> dict[str, list[Run]]:
   """Trains the unfinished runs in order; returns them grouped as trained / skipped /
-  failed. A failure (an exception, not an interrupt) is logged and the sweep goes on."""
+  failed. A failure (an exception, not an interrupt) is logged and the sweep goes on.
+
+  Raises:
+    ValueError: before training anything, when runs already in the root were trained with
+      another config (`check_not_stale`)."""
+  check_not_stale(runs)
   outcome = {'trained': [], 'skipped': [], 'failed': []}
   for i, run in enumerate(runs, 1):
     where = f'[{i}/{len(runs)}] {run.task} / {run.method} / seed {run.seed}'

@@ -317,10 +317,17 @@ def main(argv):
         c = run.config
         budget_text = (f'{c.num_train_steps} steps' if c.num_train_steps > 0
                        else f'{c.num_epochs} epochs')
-        print(f"{'done' if run.finished else 'todo'}  {run.workdir}  ({budget_text}, "
-              f'lr={c.learning_rate}, consistency_weight={c.consistency_weight})')
+        changes = sweep.config_changes(run)
+        status = 'STALE' if changes else 'done' if run.finished else 'todo'
+        print(f'{status}  {run.workdir}  ({budget_text}, '
+              f'lr={c.learning_rate}, consistency_weight={c.consistency_weight})' +
+              (''.join(f'\n    {change}' for change in changes)))
       return
     check_plan(root, plan)
+    try:
+      sweep.check_not_stale(runs)
+    except ValueError as e:
+      raise app.UsageError(str(e)) from None
     start = time.time()
     outcome = sweep.run_sweep(runs)
     if FLAGS.random_eval:

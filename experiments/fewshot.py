@@ -53,6 +53,10 @@ def main(argv):
     runs += sweep.plan(f'configs/fewshot/{task}.py', FLAGS.workdir, tasks=[task],
                        methods=FLAGS.methods, seeds=[int(s) for s in FLAGS.seeds],
                        overrides=overrides, preset=preset)
+  try:
+    sweep.check_not_stale(runs)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   outcome = sweep.run_sweep(runs)
   paths = report.write_report(FLAGS.workdir, f'{FLAGS.workdir}/report', which='final')
   print(paths['markdown'].read_text())

@@ -52,10 +52,17 @@ def main(argv):
   if FLAGS.dry_run:
     for run in runs:
       c = run.config
-      print(f"{'done' if run.finished else 'todo'}  {run.workdir}  ({run.config_file}: "
+      changes = sweep.config_changes(run)
+      status = 'STALE' if changes else 'done' if run.finished else 'todo'
+      print(f'{status}  {run.workdir}  ({run.config_file}: '
             f'lr={c.learning_rate} consistency_weight={c.consistency_weight} '
-            f'experts={c.adapter.num_experts} lora_rank={c.adapter.lora_rank})')
+            f'experts={c.adapter.num_experts} lora_rank={c.adapter.lora_rank})' +
+            ''.join(f'\n    {change}' for change in changes))
     return
+  try:
+    sweep.check_not_stale(runs)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   outcome = sweep.run_sweep(runs)
   print(f"{len(runs)} runs: {len(outcome['trained'])} trained, "
         f"{len(outcome['skipped'])} skipped (finished before), "

@@ -141,3 +141,27 @@ def test_sweep_cli_trains_each_run_once_with_its_preset(tiny_checkpoint, tmp_pat
   assert again.returncode == 0, again.stderr[-3000:]
   assert '4 runs: 0 trained, 4 skipped' in again.stdout
   assert {p: p.stat().st_mtime_ns for p in root.rglob('*') if p.is_file()} == before
+  # Another learning rate into the same root: refused (it would report the old runs).
+  changed = subprocess.run(command + ['--config.learning_rate=0.5'], cwd=ROOT, env=env,
+                           capture_output=True, text=True)
+  assert changed.returncode != 0
+  assert '4 run(s) of this sweep were trained with another config' in changed.stderr
+  assert 'learning_rate: 0.01 -> 0.5' in changed.stderr and 'Traceback' not in changed.stderr
+  assert {p: p.stat().st_mtime_ns for p in root.rglob('*') if p.is_file()} == before
+
+
+def test_config_changes_compare_the_fields_both_sides_have(tmp_path):
+  run = sweep.plan(TINY, tmp_path, tasks=None, methods=['lora'], seeds=[1],
+                   preset=method_preset)[0]
+  assert sweep.config_changes(run) == []  # a new run
+  saved = json.loads(run.config.to_json_best_effort())
+  del saved['data']['bucket_size']  # a field older code did not have
+  saved['removed_field'] = 1  # and one it had
+  run.workdir.mkdir(parents=True)
+  (run.workdir / 'config.json').write_text(json.dumps(saved))
+  assert sweep.config_changes(run) == []
+  saved['adapter']['lora_rank'] = 4
+  (run.workdir / 'config.json').write_text(json.dumps(saved))
+  assert sweep.config_changes(run) == ['adapter.lora_rank: 4 -> 8']
+  with pytest.raises(ValueError, match=r'seed_1: adapter.lora_rank: 4 -> 8'):
+    sweep.run_sweep([run])
