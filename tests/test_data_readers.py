@@ -352,3 +352,13 @@ def test_tfds_reads_the_same_examples_as_the_tsv(tmp_path):
     from_tfds = load_examples(tfds_cfg, split)[1]
     assert from_tfds == load_examples(tsv_cfg, split)[1]
     assert len(from_tfds) == (30 if split == 'train' else 10)
+
+
+def test_custom_csv_blank_lines_at_the_end_are_fine_inside_are_named(tmp_path):
+  task = custom_task('c', ['t'], ['0', '1'])
+  path = _write(tmp_path, 'end.csv', 't,y\na,1\nb,0\n\n\n')
+  assert [e.label for e in read_custom(path, '', ['t'], 'y', task)] == [1, 0]
+  path = _write(tmp_path, 'inside.csv', 't,y\na,1\n\nb,0\n')
+  with pytest.raises(DataError, match=re.escape(f'{path}:3: blank line.')):
+    read_custom(path, '', ['t'], 'y', task)
+  assert [e.label for e in read_custom(path, '', ['t'], 'y', task, skip_bad_rows=True)] == [1, 0]

@@ -251,6 +251,7 @@ def _csv_records(path: Path, column_names: Sequence[str] | None
 
   def records():
     start = reader.line_num + 1
+    blank = []  # blank lines are an error inside the file, not at its end (as TSV, JSONL)
     while True:
       try:
         fields = next(reader)
@@ -259,8 +260,13 @@ def _csv_records(path: Path, column_names: Sequence[str] | None
       except csv.Error as e:
         raise DataError(f'{path}:{start}: malformed CSV ({e}).') from None
       if not fields:  # csv yields [] for a blank line
-        yield start, DataError(f'{path}:{start}: blank line.')
-      elif len(fields) != len(header):
+        blank.append(start)
+        start = reader.line_num + 1
+        continue
+      for line_no in blank:
+        yield line_no, DataError(f'{path}:{line_no}: blank line.')
+      blank = []
+      if len(fields) != len(header):
         yield start, DataError(f'{path}:{start}: {len(fields)} fields, '
                                f'expected {len(header)}.')
       else:
