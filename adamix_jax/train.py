@@ -34,8 +34,8 @@ from adamix_jax.adapters import AdaptationConfig
 from adamix_jax.data import metrics as metrics_lib, pipeline, readers
 from adamix_jax.data.tasks import TaskSpec
 from adamix_jax.encoder import ATTENTIONS
-from adamix_jax.model import Model, from_pretrained
-from adamix_jax.routing import Routing
+from adamix_jax.model import POOLINGS, Model, from_pretrained
+from adamix_jax.routing import INFERENCE_MODES, Routing
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -90,17 +90,18 @@ def validate_config(config: ml_collections.ConfigDict, hidden_size: int | None =
     raise ValueError(f'config.adapter.lora_rank={a.lora_rank} must be >= 1')
   if config.model.head not in ('classifier', 'prompt'):
     raise ValueError(f'config.model.head={config.model.head!r}: choose classifier or prompt')
-  if config.model.pooling not in ('cls', 'mean'):
-    raise ValueError(f'config.model.pooling={config.model.pooling!r}: choose cls or mean')
+  if config.model.pooling not in POOLINGS:
+    raise ValueError(f'config.model.pooling={config.model.pooling!r}: choose '
+                     f'{" or ".join(POOLINGS)}')
   if config.model.get('attention', 'standard') not in ATTENTIONS:
     raise ValueError(f'config.model.attention={config.model.attention!r}: choose '
                      f'{" or ".join(ATTENTIONS)}')
   if config.model.head == 'prompt' and config.method == 'head_only':
     raise ValueError('method=head_only with model.head=prompt trains nothing: the MLM head '
                      'stays frozen. Use head=classifier, or another method.')
-  if config.eval_mode not in ('merged', 'random', 'expert', 'ensemble'):
-    raise ValueError(f'config.eval_mode={config.eval_mode!r}: choose merged, random, expert '
-                     'or ensemble')
+  if config.eval_mode not in INFERENCE_MODES:
+    raise ValueError(f'config.eval_mode={config.eval_mode!r}: choose '
+                     f'{", ".join(INFERENCE_MODES)}')
   if config.merge not in ('mean', 'fisher'):
     raise ValueError(f'config.merge={config.merge!r}: choose mean or fisher')
   if config.lora_merge not in merging.LORA_MERGES:
