@@ -382,7 +382,7 @@ def _check_finite(step: int, metrics: TrainMetrics) -> None:
         'is kept in the workdir. Lower the learning rate or enable config.grad_clip_norm.')
 
 
-def _data_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def data_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """config.data, with a few-shot split seed of 0 meaning the run's seed (so a sweep over
   seeds walks over the <K>-<seed> splits, as the few-shot protocol does)."""
   data = ml_collections.ConfigDict(config.data.to_dict())
@@ -395,8 +395,8 @@ def _load_data(config, tokenizer) -> tuple[TaskSpec, pipeline.TokenizedDataset,
                                            dict[str, pipeline.TokenizedDataset],
                                            tuple[int, ...]]:
   """Reads and tokenizes every split; returns also the prompt's label-word ids (or ())."""
-  data_config = _data_config(config)
-  task, train_examples = readers.load_examples(data_config, 'train')
+  data_cfg = data_config(config)
+  task, train_examples = readers.load_examples(data_cfg, 'train')
   word_ids: tuple[int, ...] = ()
   if config.model.head == 'prompt':
     spec = prompts.PromptSpec.from_config(config.prompt)
@@ -406,7 +406,7 @@ def _load_data(config, tokenizer) -> tuple[TaskSpec, pipeline.TokenizedDataset,
     tokenize = pipeline.tokenize_examples
   eval_sets = {}
   for split in task.eval_splits:
-    _, examples = readers.load_examples(data_config, split)
+    _, examples = readers.load_examples(data_cfg, split)
     eval_sets[split] = tokenize(examples, tokenizer=tokenizer,
                                 max_length=config.data.max_length)
   train_set = tokenize(train_examples, tokenizer=tokenizer, max_length=config.data.max_length)

@@ -327,7 +327,7 @@ def main(argv):
     try:
       sweep.check_not_stale(runs)
     except ValueError as e:
-      raise app.UsageError(str(e)) from None
+      raise SystemExit(f'Error: {e}') from None
     start = time.time()
     outcome = sweep.run_sweep(runs)
     if FLAGS.random_eval:

@@ -8,18 +8,24 @@
 Each task trains with configs/fewshot/<task>.py (LM-BFF template and label words, K = 30
 examples in total, a fixed number of steps, no dev set); seed s trains on split 30-s and
 is evaluated once, at the end, on the task's test file. ROOT/report/ gets the mean ± std
-table (final metrics) as Markdown, CSV and a plot. Finished runs are skipped on re-runs.
+table (final metrics) as Markdown, CSV and a plot. Finished runs are skipped on re-runs
+(runs trained with another config are refused); every split is read before anything trains.
 """
 
 from absl import app, flags
 
-from adamix_jax import distributed, report, sweep
+from adamix_jax import distributed, report, sweep, train
+from adamix_jax.data import readers
 from configs.presets import parse_method_overrides, parse_value, preset_with
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Root of the runs: ROOT/<task>/<method>/seed_<seed>.')
-flags.DEFINE_list('tasks', ['mnli', 'rte', 'qqp', 'sst2', 'subj', 'mpqa'],
-                  'Tasks with a configs/fewshot/<task>.py.')
+ALL_TASKS = ['mnli', 'rte', 'qqp', 'sst2', 'subj', 'mpqa']
+# The bundled copy has no MNLI and QQP test files (LiST's are GLUE's dev sets, > 4 MiB).
+BUNDLED_TASKS = ['rte', 'sst2', 'subj', 'mpqa']
+flags.DEFINE_list('tasks', None, 'Tasks with a configs/fewshot/<task>.py; default: '
+                  f'{",".join(ALL_TASKS)} with --data_dir, {",".join(BUNDLED_TASKS)} without '
+                  '(the bundled copy has test files for those).')
 flags.DEFINE_list('methods', ['adamix', 'adapter', 'lora', 'full'], 'Methods.')
 flags.DEFINE_list('seeds', ['1', '2', '3', '4', '5'], 'Seeds (= LiST split seeds).')
 flags.DEFINE_string('data_dir', '', 'The LiST few-shot folder (<task>/<K>-<seed>/train.*, '
@@ -48,21 +54,43 @@ def main(argv):
     preset = preset_with(parse_method_overrides(FLAGS.method_override))
   except ValueError as e:
     raise app.UsageError(f'--method_override: {e}') from None
+  tasks = FLAGS.tasks or (ALL_TASKS if FLAGS.data_dir else BUNDLED_TASKS)
   runs = []
-  for task in FLAGS.tasks:
+  for task in tasks:
     runs += sweep.plan(f'configs/fewshot/{task}.py', FLAGS.workdir, tasks=[task],
                        methods=FLAGS.methods, seeds=[int(s) for s in FLAGS.seeds],
                        overrides=overrides, preset=preset)
   try:
     sweep.check_not_stale(runs)
+    check_data(runs)
   except ValueError as e:
-    raise app.UsageError(str(e)) from None
+    raise SystemExit(f'Error: {e}') from None
   outcome = sweep.run_sweep(runs)
   paths = report.write_report(FLAGS.workdir, f'{FLAGS.workdir}/report', which='final')
   print(paths['markdown'].read_text())
   if outcome['failed']:
     raise SystemExit(f"{len(outcome['failed'])} runs failed: "
                      f"{[str(r.workdir) for r in outcome['failed']]}")
+
+
+def check_data(runs) -> None:
+  """Reads every (task, seed)'s train split and eval files once, before anything trains, so
+  that a missing or malformed file stops the sweep instead of failing its runs one by one."""
+  problems, seen = [], set()
+  for run in runs:
+    if (run.task, run.seed) in seen:
+      continue
+    seen.add((run.task, run.seed))
+    try:
+      data = train.data_config(run.config)  # the split folder of the run's seed
+      for split in ('train', *readers.task_from_config(data).eval_splits):
+        readers.load_examples(data, split)
+    except (OSError, ValueError) as e:  # DataError is a ValueError
+      problems.append(f'  {run.task} seed {run.seed}: {e}')
+  if problems:
+    raise ValueError('The few-shot data is missing or unreadable (nothing was trained; '
+                     'pass --data_dir, or leave these tasks out of --tasks):\n' +
+                     '\n'.join(problems))
 
 
 if __name__ == '__main__':

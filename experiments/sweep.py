@@ -62,7 +62,7 @@ def main(argv):
   try:
     sweep.check_not_stale(runs)
   except ValueError as e:
-    raise app.UsageError(str(e)) from None
+    raise SystemExit(f'Error: {e}') from None
   outcome = sweep.run_sweep(runs)
   print(f"{len(runs)} runs: {len(outcome['trained'])} trained, "
         f"{len(outcome['skipped'])} skipped (finished before), "

@@ -41,9 +41,9 @@ def test_fewshot_protocol_every_method_two_seeds_report(tiny_mlm_checkpoint, tmp
 def test_fewshot_seed_follows_run_seed():
   config = sst2.get_config()
   config.seed = 4
-  assert train._data_config(config).fewshot_seed == 4
+  assert train.data_config(config).fewshot_seed == 4
   config.data.fewshot_seed = 2
-  assert train._data_config(config).fewshot_seed == 2
+  assert train.data_config(config).fewshot_seed == 2
 
 
 def test_prompt_head_with_head_only_is_refused(tiny_mlm_checkpoint):
@@ -75,3 +75,20 @@ def test_mlm_head_stays_frozen_unless_full(method, trained):
                                          traverse_util.flatten_dict(params)})
   flat = traverse_util.flatten_dict(methods.trainable_mask(params, method))
   assert {v for k, v in flat.items() if k[0] == 'mlm_head'} == {trained}
+
+
+def test_fewshot_cli_checks_every_split_before_training(tmp_path):
+  """The bundled copy has no MNLI test file: the sweep stops before training anything,
+  naming the task, seed and file, instead of failing those runs one by one."""
+  import subprocess
+  import sys
+  from pathlib import Path
+  out = subprocess.run(
+      [sys.executable, '-m', 'experiments.fewshot', f'--workdir={tmp_path}',
+       '--tasks=sst2,mnli', '--methods=lora', '--seeds=1,2'],
+      cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+  assert out.returncode != 0
+  assert 'few-shot data is missing or unreadable (nothing was trained' in out.stderr
+  assert 'mnli seed 1:' in out.stderr and 'mnli seed 2:' in out.stderr
+  assert 'sst2 seed' not in out.stderr and 'Traceback' not in out.stderr
+  assert not list(tmp_path.rglob('results.json')) and not list(tmp_path.rglob('config.json'))
