@@ -16,14 +16,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from adamix_jax.model import batch_inputs
 from adamix_jax.routing import INFERENCE_MODES, Routing
 
 
 def _outputs(model: nn.Module, params: Any, batch: dict[str, jax.Array], routing: Routing,
              regression: bool) -> jax.Array:
-  logits = model.apply({'params': params}, batch['input_ids'], batch.get('attention_mask'),
-                       batch.get('token_type_ids'), batch.get('mask_positions'),
-                       routing=routing, deterministic=True)
+  logits = model.apply({'params': params}, *batch_inputs(batch), routing=routing,
+                       deterministic=True)
   if regression:
     return logits[..., 0].astype(jnp.float32)
   return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)

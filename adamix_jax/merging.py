@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from flax import traverse_util
 
 from adamix_jax.adapters import AdaptationConfig, adaptation_param_kind
+from adamix_jax.model import batch_inputs
 from adamix_jax.routing import Routing
 
 Params = dict[str, Any]
@@ -194,9 +195,8 @@ def log_likelihood_fn(model: nn.Module, *, regression: bool) -> LogLikelihood:
   """
 
   def fn(params, batch, routing):
-    logits = model.apply({'params': params}, batch['input_ids'], batch.get('attention_mask'),
-                         batch.get('token_type_ids'), batch.get('mask_positions'),
-                         routing=routing, deterministic=True)
+    logits = model.apply({'params': params}, *batch_inputs(batch), routing=routing,
+                         deterministic=True)
     if regression:
       return -0.5 * (logits[..., 0] - batch['labels'].astype(jnp.float32))**2
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)

@@ -141,6 +141,13 @@ class Model(nn.Module):
     return self.mlm_head(at_mask, embeddings, vocab_ids=tuple(self.label_word_ids))
 
 
+def batch_inputs(batch: dict[str, jax.Array]) -> tuple[jax.Array | None, ...]:
+  """`Model.__call__`'s positional inputs from a batch dict: input ids, attention mask,
+  token types and the prompt's mask positions (None where the batch has none)."""
+  return (batch['input_ids'], batch.get('attention_mask'), batch.get('token_type_ids'),
+          batch.get('mask_positions'))
+
+
 def init_params(model: Model, rng: jax.Array, seq_len: int = 8) -> dict:
   """Freshly initialised parameters (shapes only depend on the configs, not on seq_len)."""
   ids = jnp.ones((1, seq_len), jnp.int32) * (model.config.pad_token_id + 1)

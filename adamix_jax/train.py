@@ -34,7 +34,7 @@ from adamix_jax.adapters import AdaptationConfig
 from adamix_jax.data import metrics as metrics_lib, pipeline, readers
 from adamix_jax.data.tasks import TaskSpec
 from adamix_jax.encoder import ATTENTIONS
-from adamix_jax.model import POOLINGS, Model, from_pretrained
+from adamix_jax.model import POOLINGS, Model, batch_inputs, from_pretrained
 from adamix_jax.routing import INFERENCE_MODES, Routing
 
 
@@ -173,11 +173,6 @@ def task_loss(logits: jax.Array, labels: jax.Array, regression: bool) -> jax.Arr
   return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
-def _model_inputs(batch):
-  return (batch['input_ids'], batch['attention_mask'], batch['token_type_ids'],
-          batch.get('mask_positions'))
-
-
 def train_step(state: TrainState, frozen: Any, batch: dict[str, jax.Array], *, model: Model,
                tx: optax.GradientTransformation, schedule: optax.Schedule,
                consistency_weight: float, regression: bool) -> tuple[TrainState, TrainMetrics]:
@@ -193,7 +188,7 @@ def train_step(state: TrainState, frozen: Any, batch: dict[str, jax.Array], *, m
   """
   step_key = jax.random.fold_in(state.rng, state.step)
   route_1, route_2, drop_1, drop_2 = jax.random.split(step_key, 4)
-  inputs = _model_inputs(batch)
+  inputs = batch_inputs(batch)
 
   def forward(params, route_key, dropout_key):
     return model.apply({'params': methods.combine(params, frozen)}, *inputs,
