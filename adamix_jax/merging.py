@@ -17,6 +17,7 @@ is. Options:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from typing import Any, Callable, Iterable
 
@@ -187,6 +188,7 @@ def merged_model(model: nn.Module, params: Params, **merge_kwargs) -> tuple[nn.M
 LogLikelihood = Callable[[Params, dict[str, jax.Array], Routing], jax.Array]
 
 
+@functools.lru_cache(maxsize=32)  # one function per model: its compiled Fisher is reused
 def log_likelihood_fn(model: nn.Module, *, regression: bool) -> LogLikelihood:
   """`(params, batch, routing) -> [B]` log-likelihood of each example's observed label.
 
@@ -204,6 +206,32 @@ def log_likelihood_fn(model: nn.Module, *, regression: bool) -> LogLikelihood:
     return jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
 
   return fn
+
+
+@functools.lru_cache(maxsize=32)
+def _squared_grads_fn(log_likelihood: LogLikelihood):
+  """`(mixture, rest, batch, routing) -> (sum of squared per-example gradients of the
+  mixture leaves, number of examples)`, jitted once per log-likelihood function. The other
+  parameters are an argument, not constants baked into the compiled program."""
+
+  def example_log_likelihood(mix, rest, example, routing):
+    batch = jax.tree_util.tree_map(lambda x: x[None], example)
+    full = traverse_util.unflatten_dict({**rest, **mix})
+    return log_likelihood(full, batch, routing)[0]
+
+  @jax.jit
+  def squared_grads(mix, rest, batch, routing):
+    weights = batch.pop('weights', None)
+    grads = jax.vmap(jax.grad(example_log_likelihood), in_axes=(None, None, 0, None))(
+        mix, rest, batch, routing)
+    if weights is None:
+      weights = jnp.ones(batch['labels'].shape[:1], jnp.float32)
+    weights = weights.astype(jnp.float32)
+    sums = jax.tree_util.tree_map(
+        lambda g: jnp.tensordot(weights, g.astype(jnp.float32)**2, axes=1), grads)
+    return sums, weights.sum()
+
+  return squared_grads
 
 
 def diagonal_fisher(log_likelihood: LogLikelihood, params: Params,
@@ -233,23 +261,7 @@ def diagonal_fisher(log_likelihood: LogLikelihood, params: Params,
   flat = traverse_util.flatten_dict(params)
   mixture = {p: v for p, v in flat.items() if is_mixture_leaf(p, adaptation)}
   rest = {p: v for p, v in flat.items() if p not in mixture}
-
-  def example_log_likelihood(mix, example, routing):
-    batch = jax.tree_util.tree_map(lambda x: x[None], example)
-    full = traverse_util.unflatten_dict({**rest, **mix})
-    return log_likelihood(full, batch, routing)[0]
-
-  @jax.jit
-  def squared_grads(mix, batch, routing):
-    weights = batch.pop('weights', None)
-    grads = jax.vmap(jax.grad(example_log_likelihood), in_axes=(None, 0, None))(
-        mix, batch, routing)
-    if weights is None:
-      weights = jnp.ones(batch['labels'].shape[:1], jnp.float32)
-    weights = weights.astype(jnp.float32)
-    sums = jax.tree_util.tree_map(
-        lambda g: jnp.tensordot(weights, g.astype(jnp.float32)**2, axes=1), grads)
-    return sums, weights.sum()
+  squared_grads = _squared_grads_fn(log_likelihood)
 
   totals = jax.tree_util.tree_map(lambda v: jnp.zeros(v.shape, jnp.float32), mixture)
   count = 0.0
@@ -258,7 +270,7 @@ def diagonal_fisher(log_likelihood: LogLikelihood, params: Params,
     batch = {k: jnp.asarray(v) for k, v in batch.items()}
     num_batches += 1
     for k in range(adaptation.num_experts):
-      sums, n = squared_grads(mixture, dict(batch), Routing(expert=k))
+      sums, n = squared_grads(mixture, rest, dict(batch), Routing(expert=k))
       totals = jax.tree_util.tree_map(jnp.add, totals, sums)
       if k == 0:
         count += float(n)

@@ -234,3 +234,22 @@ def test_fisher_merge_returns_the_plain_tree():
   chex.assert_trees_all_equal_shapes_and_dtypes(merged, plain_init)
   with pytest.raises(ValueError, match='mixture'):
     merging.diagonal_fisher(lambda *a: None, plain_init, merged_adaptation, [b])
+
+
+def test_fisher_compiles_once_per_model_with_parameters_as_arguments():
+  """Every evaluation of a run merges again: the per-expert Fisher programs are compiled
+  once, and the parameters are arguments, not constants baked into the program."""
+  adaptation = AdaptationConfig(kind='adamix', adapter_size=2, num_experts=2)
+  model, params = make(adaptation, num_labels=1, config=ONE_LAYER)
+  b = batch(size=2, num_labels=1)
+  for scale in (1.0, 2.0):  # two evaluations: other parameters, same shapes
+    merging.fisher_merge(model, jax.tree_util.tree_map(lambda x: x * scale, params), [b],
+                         regression=True)
+  fn = merging._squared_grads_fn(merging.log_likelihood_fn(model, regression=True))
+  assert fn._cache_size() == adaptation.num_experts  # one per expert index, not per call
+  flat = traverse_util.flatten_dict(params)
+  mixture = merging.mixture_leaves(params, adaptation)
+  rest = {p: v for p, v in flat.items() if p not in mixture}
+  traced = fn.trace(mixture, rest, {k: jnp.asarray(v) for k, v in b.items()},
+                    Routing(expert=0))
+  assert not [c for c in traced.jaxpr.consts if np.size(c) > 1]
