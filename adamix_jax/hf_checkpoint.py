@@ -18,6 +18,7 @@ from typing import Any, Iterable
 import numpy as np
 from flax import traverse_util
 
+from adamix_jax.adapters import adaptation_param_kind
 from adamix_jax.encoder import EncoderConfig
 
 BUNDLED_MODEL = 'sentence-transformers/all-MiniLM-L6-v2'
@@ -312,7 +313,7 @@ def params_to_hf(params: dict[str, Any], config: EncoderConfig, *,
 
 def _is_new_parameter(path: tuple[str, ...]) -> bool:
   """Parameters a pretrained checkpoint is not expected to hold: adapters, LoRA, task heads."""
-  return path[0] == 'classifier' or 'adapter' in path or path[-1] in ('lora_a', 'lora_b')
+  return path[0] == 'classifier' or adaptation_param_kind(path) is not None
 
 
 def merge_pretrained(init_params: dict[str, Any], pretrained: dict[tuple[str, ...], np.ndarray],
