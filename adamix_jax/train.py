@@ -13,10 +13,10 @@ import json
 import math
 import os
 import time
-from pathlib import Path
 from typing import Any, Iterator
 
 from absl import logging
+from etils import epath
 import flax
 from clu import metrics as clu_metrics
 import jax
@@ -225,7 +225,7 @@ class _Run:
   """What train_and_evaluate builds once and its helpers share."""
 
   config: ml_collections.ConfigDict
-  workdir: Path
+  workdir: epath.Path  # local, or gs:// on TPU pods
   task: TaskSpec
   model: Model
   adaptation: AdaptationConfig
@@ -257,7 +257,7 @@ def _run_meta(config: ml_collections.ConfigDict, run_task: TaskSpec,
   }
 
 
-def _check_meta(saved: dict[str, Any], current: dict[str, Any], where: Path) -> None:
+def _check_meta(saved: dict[str, Any], current: dict[str, Any], where: epath.Path) -> None:
   diffs = [f'{k}: checkpoint has {saved.get(k)!r}, config has {v!r}'
            for k, v in current.items() if saved.get(k) != v]
   if diffs:
@@ -348,10 +348,20 @@ def is_new_best(value: float, best: dict[str, Any]) -> bool:
   return math.isnan(best['value']) or value > best['value']
 
 
+def to_host(tree: Any) -> Any:
+  """Numpy copies of every leaf, gathering those spread over several processes (a
+  collective there: every process calls it with the same tree)."""
+  def leaf(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+  return jax.tree_util.tree_map(leaf, tree)
+
+
 class _JsonlWriter:
   """Every logged scalar as one JSON line: {"step": s, "name": value, ...}."""
 
-  def __init__(self, path: Path, active: bool):
+  def __init__(self, path: epath.Path, active: bool):
     self.path, self.active = path, active
 
   def truncate_after(self, step: int) -> None:
@@ -364,7 +374,7 @@ class _JsonlWriter:
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     if self.active:
-      with open(self.path, 'a') as f:
+      with self.path.open('a') as f:
         f.write(json.dumps({'step': int(step), **{k: float(v) for k, v in scalars.items()}})
                 + '\n')
 
@@ -438,7 +448,7 @@ def build_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
                                 train_layer_norm=config.train_layer_norm)
   trainable, frozen = methods.partition(params, mask)
   frozen = jax.device_put(frozen, tree_shardings(frozen, mesh, config.mesh.fsdp_min_size))
-  run = _Run(config=config, workdir=Path(workdir), task=task, model=model,
+  run = _Run(config=config, workdir=epath.Path(workdir), task=task, model=model,
              adaptation=adaptation, mesh=mesh, frozen=frozen, eval_sets=eval_sets,
              train_set=train_set, tokenizer=tokenizer)
   return run, trainable
@@ -450,7 +460,7 @@ def total_train_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -
   return int(config.num_epochs * steps_per_epoch)
 
 
-def _checkpoint_manager(path: Path, max_to_keep: int, *, asynchronous: bool = True
+def _checkpoint_manager(path: epath.Path, max_to_keep: int, *, asynchronous: bool = True
                         ) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
       path.absolute(), item_names=('state', 'data', 'meta'),
@@ -492,7 +502,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   Returns:
     The results dict (also written to WORKDIR/results.json).
   """
-  workdir = Path(workdir)
+  workdir = epath.Path(workdir)  # pathlib would turn gs://bucket into gs:/bucket, a local path
   is_main = jax.process_index() == 0
   run, trainable = build_run(config, workdir)
   task = run.task
@@ -605,17 +615,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       'best': {'step': best['step'], 'metrics': best['metrics']},
       'parameters': params_report, 'train_seconds': train_time,
   }
-  if config.export and is_main:
+  if config.export:
     from adamix_jax import export  # pylint: disable=import-outside-toplevel
+    # Every process restores, merges and gathers (orbax's restore and the sharded
+    # computations are collective); the first one writes.
     best_state, _, _ = restore_checkpoint(
         best_manager, jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state))
     best_params = methods.combine(best_state.params, run.frozen)
+    merged_adaptation = None
     if run.adaptation.is_mixture:
-      merged_params, merged_adaptation = merge_for_inference(run, best_params)
-      export.export_run(run, merged_params, workdir / 'export', metrics=best['metrics'],
+      best_params, merged_adaptation = merge_for_inference(run, best_params)
+    best_params = to_host(best_params)
+    if is_main:
+      export.export_run(run, best_params, workdir / 'export', metrics=best['metrics'],
                         merged_adaptation=merged_adaptation)
-    else:
-      export.export_run(run, best_params, workdir / 'export', metrics=best['metrics'])
     results['export'] = str(workdir / 'export')
   if is_main:
     (workdir / 'results.json').write_text(json.dumps(results, indent=2))

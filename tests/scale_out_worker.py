@@ -44,7 +44,7 @@ def run(checkpoint: str, workdir: Path, data: int, fsdp: int) -> dict:
   config.mesh.fsdp_min_size = 1024
   config.method = os.environ.get('SCALE_OUT_METHOD', 'adamix')
   config.mesh.data, config.mesh.fsdp = data, fsdp
-  config.export = False
+  config.export = True  # every process takes part in the export; the first one writes it
   captured = {}
   original = train.build_run
 
@@ -75,7 +75,13 @@ def run(checkpoint: str, workdir: Path, data: int, fsdp: int) -> dict:
   shards = {'/'.join(k): [[None if a is None else str(a) for a in v.sharding.spec],
                              list(v.addressable_shards[0].data.shape)]
             for k, v in traverse_util.flatten_dict(run_.frozen).items()}
-  return {'losses': losses, 'params': params, 'frozen_shards': shards,
+  # The exported tensors, by their norms (the first process wrote them).
+  exported = {}
+  if jax.process_index() == 0:
+    from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+    exported = {k: float(np.linalg.norm(v)) for k, v in
+                load_file(str(workdir / 'export' / 'adapter.safetensors')).items()}
+  return {'losses': losses, 'params': params, 'frozen_shards': shards, 'export': exported,
           'metrics': results['final']['metrics'], 'devices': jax.device_count(),
           'processes': jax.process_count()}
 

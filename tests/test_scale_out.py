@@ -42,6 +42,10 @@ def _assert_same(reference: dict, other: dict, what: str):
     assert rel <= 10 * RTOL, f'{what}: {key} differs by {rel:.2e} (relative norm)'
   assert (diff2 / ref2) ** 0.5 <= RTOL, f'{what}: parameters differ by {(diff2 / ref2) ** 0.5}'
   assert other['metrics'] == pytest.approx(reference['metrics'], abs=1e-6), what
+  # The export (best checkpoint, experts merged): written once, the same tensors.
+  assert other['export'].keys() == reference['export'].keys() and reference['export'], what
+  for key, norm in reference['export'].items():
+    assert other['export'][key] == pytest.approx(norm, rel=10 * RTOL), f'{what}: {key}'
 
 
 @pytest.fixture(scope='module')
