@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import traverse_util
-from safetensors.numpy import load_file, save_file
+import safetensors.numpy
 
 from adamix_jax import merging, methods
 from adamix_jax.adapters import AdaptationConfig
@@ -39,7 +39,7 @@ _MERGED_METHOD = {'adamix': 'adapter', 'adamix_lora': 'lora'}
 
 def export_run(run: Any, params: Any, out_dir: str | os.PathLike, *,
                metrics: dict[str, float] | None = None,
-               merged_adaptation: AdaptationConfig | None = None) -> Path:
+               merged_adaptation: AdaptationConfig | None = None) -> epath.Path:
   """Writes the trained tensors + export.json.
 
   Args:
@@ -77,7 +77,7 @@ def write_export(out_dir: str | os.PathLike, tensors: dict[str, np.ndarray], *,
                  dtype: str = 'float32', head: str = 'classifier',
                  label_word_ids: tuple[int, ...] = (), pooling: str = 'cls',
                  prompt: dict[str, Any] | None = None,
-                 metrics: dict[str, float] | None = None) -> Path:
+                 metrics: dict[str, float] | None = None) -> epath.Path:
   """Writes an export directory: `tensors` ('/'-joined paths) and the export.json that
   rebuilds the model around them (`load_export`)."""
   info = {
@@ -103,16 +103,17 @@ def write_export(out_dir: str | os.PathLike, tensors: dict[str, np.ndarray], *,
       'shapes': {k: list(v.shape) for k, v in tensors.items()},
       'metrics': metrics or {},
   }
-  out = Path(out_dir)
+  out = epath.Path(out_dir)  # local, or gs:// (a run directory on a TPU pod)
   out.mkdir(parents=True, exist_ok=True)
   # safetensors' numpy writer copies raw memory: a transposed view would be saved scrambled.
-  save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(out / TENSORS))
+  (out / TENSORS).write_bytes(safetensors.numpy.save(
+      {k: np.ascontiguousarray(v) for k, v in tensors.items()}))
   (out / INFO).write_text(json.dumps(info, indent=2))
   return out
 
 
 def read_info(export_dir: str | os.PathLike) -> dict[str, Any]:
-  path = Path(export_dir) / INFO
+  path = epath.Path(export_dir) / INFO
   if not path.is_file():
     raise FileNotFoundError(f'{path} not found: not an adamix-jax export directory')
   info = json.loads(path.read_text())
@@ -140,7 +141,7 @@ def load_export(export_dir: str | os.PathLike, *, base_checkpoint: str | None = 
                                      num_labels=info['num_labels'],
                                      label_word_ids=tuple(info.get('label_word_ids', ())),
                                      pooling=info.get('pooling', 'cls'), dtype=dtype)
-  tensors = load_file(str(Path(export_dir) / TENSORS))
+  tensors = safetensors.numpy.load((epath.Path(export_dir) / TENSORS).read_bytes())
   # Every tensor export.json lists must be there: a missing one would stay at its random
   # initialisation and predict nonsense without a word.
   missing = sorted(set(info.get('shapes', {})) - set(tensors))

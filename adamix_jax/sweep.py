@@ -18,12 +18,14 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import os
 import re
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from absl import logging
+from etils import epath
 from flax import traverse_util
 import ml_collections
 
@@ -43,7 +45,7 @@ class Run:
   task: str
   method: str
   seed: int
-  workdir: Path
+  workdir: epath.Path  # local, or gs:// (a root every host of a pod sees)
   config: ml_collections.ConfigDict
   config_file: Path
 
@@ -101,7 +103,7 @@ def set_field(config: ml_collections.ConfigDict, dotted: str, value: Any) -> Non
   config[leaf] = value
 
 
-def plan(base_file: str | Path, root: str | Path, *, tasks: Sequence[str] | None,
+def plan(base_file: str | Path, root: str | os.PathLike, *, tasks: Sequence[str] | None,
          methods: Sequence[str] | None, seeds: Sequence[int],
          overrides: dict[str, Any] | None = None, preset: Preset | None = None) -> list[Run]:
   """Every run of the sweep with its config, tasks outermost, seeds innermost.
@@ -141,7 +143,8 @@ def plan(base_file: str | Path, root: str | Path, *, tasks: Sequence[str] | None
         config.method, config.seed, config.data.task = method, int(seed), task
         train.validate_config(config)  # fail before the first run, not in the middle
         runs.append(Run(task, method, int(seed),
-                        Path(root) / task / method / f'seed_{int(seed)}', config, task_file))
+                        epath.Path(root) / task / method / f'seed_{int(seed)}', config,
+                        task_file))
   return runs
 
 

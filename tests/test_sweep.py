@@ -150,6 +150,12 @@ def test_sweep_cli_trains_each_run_once_with_its_preset(tiny_checkpoint, tmp_pat
   assert {p: p.stat().st_mtime_ns for p in root.rglob('*') if p.is_file()} == before
 
 
+def test_gs_root_keeps_its_scheme():
+  runs = sweep.plan(TINY, 'gs://bucket/sweep', tasks=None, methods=['lora'], seeds=[1],
+                    preset=method_preset)
+  assert str(runs[0].workdir) == 'gs://bucket/sweep/sst2/lora/seed_1'  # not gs:/bucket/...
+
+
 def test_config_changes_compare_the_fields_both_sides_have(tmp_path):
   run = sweep.plan(TINY, tmp_path, tasks=None, methods=['lora'], seeds=[1],
                    preset=method_preset)[0]

@@ -269,3 +269,39 @@ def test_best_evaluation_with_nan_scores():
   assert pick([nan, nan]) == 1
   assert pick([nan, 0.3, nan, 0.5, 0.4]) == 4
   assert pick([0.2, nan, 0.1]) == 1
+
+
+def test_gs_run_directories_keep_their_scheme(tmp_path, monkeypatch):
+  """pathlib turned gs://bucket/run into gs:/bucket/run, a folder on the local disk; the
+  run's files (metrics, export) now go through epath, here with gs:// redirected to disk."""
+  from etils import epath
+  from etils.epath import testing as epath_testing
+  from adamix_jax.adapters import AdaptationConfig
+  from adamix_jax.data.tasks import get_task
+  local = lambda path: str(path).replace('gs://', f'{tmp_path}/gcs/', 1)
+  redirect = lambda original, path, *args, **kwargs: original(local(path), *args, **kwargs)
+  seen = []
+  record = lambda original, path, *args, **kwargs: (seen.append(str(path)),
+                                                    redirect(original, path, *args, **kwargs))[1]
+  # epath picks TensorFlow's gfile for gs:// when TensorFlow is installed; the mock replaces
+  # the other backends only.
+  from etils.epath import gpath
+  monkeypatch.setattr(gpath, '_is_tf_installed', lambda: False)
+  with epath_testing.mock_epath(open=record, exists=redirect, makedirs=redirect,
+                                mkdir=redirect, isdir=redirect, stat=redirect):
+    run = epath.Path('gs://bucket/run')
+    assert str(run / 'export') == 'gs://bucket/run/export'
+    run.mkdir(parents=True)
+    jsonl = train._JsonlWriter(run / 'metrics.jsonl', True)
+    jsonl.write(1, {'loss': 0.5})
+    jsonl.write(2, {'loss': 0.25})
+    jsonl.truncate_after(1)
+    export.write_export(run / 'export', {'x': np.arange(3.0)}, base_checkpoint='base',
+                        method='lora', merged_method='lora', adaptation=AdaptationConfig(),
+                        task=get_task('sst2'), max_length=8)
+    assert export.read_info('gs://bucket/run/export')['shapes'] == {'x': [3]}
+  assert (tmp_path / 'gcs/bucket/run/metrics.jsonl').read_text() == '{"step": 1, "loss": 0.5}\n'
+  from safetensors.numpy import load_file
+  np.testing.assert_array_equal(
+      load_file(str(tmp_path / 'gcs/bucket/run/export' / export.TENSORS))['x'], np.arange(3.0))
+  assert 'gs://bucket/run/export/adapter.safetensors' in seen
