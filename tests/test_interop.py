@@ -341,6 +341,22 @@ def test_import_rank_and_shape_mismatches_name_the_key_and_both_shapes(peft_dir,
                                                           lora_targets=('query',)))
 
 
+def test_import_to_export_refuses_an_adapter_without_its_head(peft_dir, tmp_path):
+  from adamix_jax.data.tasks import custom_task
+  out, _, _ = peft_dir
+
+  def drop_head(state):
+    for key in [k for k in state if '.classifier.' in k]:
+      del state[key]
+  headless = _edited_copy(out, tmp_path / 'headless', tensors=drop_head,
+                          config={'modules_to_save': None, 'task_type': 'FEATURE_EXTRACTION'})
+  peft_io.load_peft(headless)  # usable to start training from
+  with pytest.raises(InteropError, match=r'headless.*no classification head .*FEATURE_EXTR'):
+    peft_io.import_to_export(headless, tmp_path / 'export',
+                             task=custom_task('three', ['text'], LABELS))
+  assert not (tmp_path / 'export').exists()
+
+
 def test_import_refuses_unsupported_configs_targets_and_bases(peft_dir, tmp_path):
   out, _, _ = peft_dir
   with pytest.raises(InteropError, match=r"PEFT config type 'IA3' is not supported; "

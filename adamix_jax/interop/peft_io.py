@@ -427,6 +427,12 @@ def import_to_export(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike,
                                      num_labels=task.num_labels)
   base = base_checkpoint or adapter.config['base_model_name_or_path']
   entries, _ = _entries(adapter, model.config)
+  if ('classifier', 'out_proj', 'kernel') not in entries:
+    raise InteropError(
+        f'{adapter.source}: the adapter holds no classification head (task_type '
+        f'{adapter.config.get("task_type")!r}); an export would predict with a random one. '
+        'Import an adapter saved with its head (task_type SEQ_CLS), or train from this one '
+        '(config.model.peft_adapter) and export the run.')
   flat = traverse_util.flatten_dict(params)
   tensors = {'/'.join(p): np.ascontiguousarray(v, np.float32) for p, v in flat.items()
              if p in entries or methods.is_head(p)}
