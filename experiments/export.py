@@ -35,7 +35,8 @@ def main(argv):
   try:
     out = interop.convert_export(source, FLAGS.out, FLAGS.format,
                                  base_checkpoint=FLAGS.base_checkpoint)
-  except (interop.InteropError, FileNotFoundError) as e:
+  except (interop.InteropError, FileNotFoundError, ValueError) as e:  # ValueError: a bad
+    # export.json or tensor file, a base checkpoint that does not fit (each names the file)
     raise SystemExit(f'error: {e}') from None
   print(f'Wrote {FLAGS.format} export of {source} to {out}')
 
