@@ -165,6 +165,14 @@ def config_changes(run: Run) -> list[str]:
           for k in sorted(saved.keys() & planned.keys()) if saved[k] != planned[k]]
 
 
+def status(run: Run) -> tuple[str, str]:
+  """For a dry run's listing: 'STALE' (trained with another config), 'done' or 'todo', and
+  the changed fields as indented lines ('' when there are none)."""
+  changes = config_changes(run)
+  word = 'STALE' if changes else 'done' if run.finished else 'todo'
+  return word, ''.join(f'\n    {change}' for change in changes)
+
+
 def check_not_stale(runs: Sequence[Run]) -> None:
   """Refuses a sweep whose finished or started runs were trained with another config: they
   would be skipped (or resumed) and reported as if the new settings had produced them."""

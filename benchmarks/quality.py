@@ -317,19 +317,16 @@ def main(argv):
         c = run.config
         budget_text = (f'{c.num_train_steps} steps' if c.num_train_steps > 0
                        else f'{c.num_epochs} epochs')
-        changes = sweep.config_changes(run)
-        status = 'STALE' if changes else 'done' if run.finished else 'todo'
+        status, changes = sweep.status(run)
         print(f'{status}  {run.workdir}  ({budget_text}, '
-              f'lr={c.learning_rate}, consistency_weight={c.consistency_weight})' +
-              (''.join(f'\n    {change}' for change in changes)))
+              f'lr={c.learning_rate}, consistency_weight={c.consistency_weight})' + changes)
       return
     check_plan(root, plan)
+    start = time.time()
     try:
-      sweep.check_not_stale(runs)
+      outcome = sweep.run_sweep(runs)  # refuses stale runs before training any
     except ValueError as e:
       raise SystemExit(f'Error: {e}') from None
-    start = time.time()
-    outcome = sweep.run_sweep(runs)
     if FLAGS.random_eval:
       for run in runs:
         if run.method == 'adamix' and run.finished:

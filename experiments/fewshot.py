@@ -61,11 +61,10 @@ def main(argv):
                        methods=FLAGS.methods, seeds=[int(s) for s in FLAGS.seeds],
                        overrides=overrides, preset=preset)
   try:
-    sweep.check_not_stale(runs)
     check_data(runs)
+    outcome = sweep.run_sweep(runs)  # refuses stale runs before training any
   except ValueError as e:
     raise SystemExit(f'Error: {e}') from None
-  outcome = sweep.run_sweep(runs)
   paths = report.write_report(FLAGS.workdir, f'{FLAGS.workdir}/report', which='final')
   print(paths['markdown'].read_text())
   if outcome['failed']:

@@ -52,18 +52,16 @@ def main(argv):
   if FLAGS.dry_run:
     for run in runs:
       c = run.config
-      changes = sweep.config_changes(run)
-      status = 'STALE' if changes else 'done' if run.finished else 'todo'
+      status, changes = sweep.status(run)
       print(f'{status}  {run.workdir}  ({run.config_file}: '
             f'lr={c.learning_rate} consistency_weight={c.consistency_weight} '
             f'experts={c.adapter.num_experts} lora_rank={c.adapter.lora_rank})' +
-            ''.join(f'\n    {change}' for change in changes))
+            changes)
     return
   try:
-    sweep.check_not_stale(runs)
+    outcome = sweep.run_sweep(runs)  # refuses stale runs before training any
   except ValueError as e:
     raise SystemExit(f'Error: {e}') from None
-  outcome = sweep.run_sweep(runs)
   print(f"{len(runs)} runs: {len(outcome['trained'])} trained, "
         f"{len(outcome['skipped'])} skipped (finished before), "
         f"{len(outcome['failed'])} failed")

@@ -169,5 +169,6 @@ def test_config_changes_compare_the_fields_both_sides_have(tmp_path):
   saved['adapter']['lora_rank'] = 4
   (run.workdir / 'config.json').write_text(json.dumps(saved))
   assert sweep.config_changes(run) == ['adapter.lora_rank: 4 -> 8']
+  assert sweep.status(run) == ('STALE', '\n    adapter.lora_rank: 4 -> 8')
   with pytest.raises(ValueError, match=r'seed_1: adapter.lora_rank: 4 -> 8'):
     sweep.run_sweep([run])
