@@ -16,6 +16,14 @@ dropout on the attention probabilities in training, as transformers does. 'fused
 XLA's implementation elsewhere): the [B, H, L, L] probabilities are never written to
 memory, and there is **no dropout on the attention probabilities** (the fused kernels
 have none); everything else is unchanged.
+
+Rematerialisation (`remat=`): 'none' keeps every layer's activations for the backward
+pass; 'full' keeps only each layer's input and recomputes the layer in the backward pass
+(`jax.checkpoint`, one more forward of compute, activation memory of one layer instead of
+all); 'dots' keeps the outputs of the projections (matmuls without batch dimensions) and
+recomputes the rest (attention scores and probabilities, activations, dropout masks,
+LayerNorm). Values and gradients are those of 'none' (the dropout masks are redrawn
+from the same keys).
 """
 
 from __future__ import annotations
@@ -32,6 +40,11 @@ from adamix_jax.routing import Routing
 
 SUPPORTED_MODEL_TYPES = ('bert', 'roberta')
 ATTENTIONS = ('standard', 'fused')
+REMATS = {
+    'none': None,
+    'full': jax.checkpoint_policies.nothing_saveable,
+    'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,14 +263,21 @@ class Encoder(nn.Module):
   add_pooler: bool = True
   dtype: jnp.dtype = jnp.float32
   attention: str = 'standard'  # or 'fused' (see the module docstring)
+  remat: str = 'none'  # or 'full', 'dots' (see the module docstring)
 
   def setup(self):
     cfg = self.config
     if self.attention not in ATTENTIONS:
       raise ValueError(f'Unknown attention {self.attention!r}; supported: {ATTENTIONS}')
+    if self.remat not in REMATS:
+      raise ValueError(f'Unknown remat {self.remat!r}; supported: {tuple(REMATS)}')
     self.embeddings = Embeddings(cfg, self.dtype)
-    self.layers = [TransformerLayer(cfg, self.adaptation, i, self.dtype, self.attention,
-                                    name=f'layer_{i}')
+    layer = TransformerLayer
+    if self.remat != 'none':
+      # static_argnums counts self: 4 is `deterministic` (it selects the dropout branches).
+      layer = nn.remat(TransformerLayer, static_argnums=(4,), policy=REMATS[self.remat])
+    self.layers = [layer(cfg, self.adaptation, i, self.dtype, self.attention,
+                         name=f'layer_{i}')
                    for i in range(cfg.num_hidden_layers)]
     if self.add_pooler:
       self.pooler = nn.Dense(cfg.hidden_size, dtype=self.dtype,

@@ -95,6 +95,8 @@ class Model(nn.Module):
     dtype: compute dtype (parameters stay float32).
     attention: 'standard' or 'fused' (`encoder.fused_attention`: no dropout on the
       attention probabilities; cuDNN flash attention on GPUs in bfloat16).
+    remat: 'none', 'full' or 'dots': what each encoder layer keeps for the backward pass
+      (`encoder` module docstring); same values and gradients, less memory.
   """
 
   config: EncoderConfig
@@ -105,6 +107,7 @@ class Model(nn.Module):
   pooling: str = 'cls'
   dtype: jnp.dtype = jnp.float32
   attention: str = 'standard'
+  remat: str = 'none'
 
   def setup(self):
     if self.head not in HEADS:
@@ -114,7 +117,7 @@ class Model(nn.Module):
     add_pooler = self.head == 'none' or (self.head == 'classifier' and self.pooling == 'cls'
                                          and not self.config.is_roberta)
     self.backbone = Encoder(self.config, self.adaptation, add_pooler=add_pooler,
-                            dtype=self.dtype, attention=self.attention)
+                            dtype=self.dtype, attention=self.attention, remat=self.remat)
     if self.head == 'classifier':
       self.classifier = ClassificationHead(self.config, self.num_labels, self.pooling,
                                            self.dtype)
@@ -160,7 +163,7 @@ def init_params(model: Model, rng: jax.Array, seq_len: int = 8) -> dict:
 def from_pretrained(name_or_path, *, adaptation: AdaptationConfig = AdaptationConfig(),
                     head: str = 'classifier', num_labels: int = 2,
                     label_word_ids: tuple[int, ...] = (), pooling: str = 'cls',
-                    dtype=jnp.float32, attention: str = 'standard',
+                    dtype=jnp.float32, attention: str = 'standard', remat: str = 'none',
                     rng: jax.Array | None = None, allow_pickle: bool = False):
   """A model and its parameters: pretrained tensors where the checkpoint has them, fresh
   initialisation for adapters, LoRA and the task head.
@@ -173,7 +176,7 @@ def from_pretrained(name_or_path, *, adaptation: AdaptationConfig = AdaptationCo
       name_or_path, allow_pickle=allow_pickle)
   model = Model(config, adaptation, head=head, num_labels=num_labels,
                 label_word_ids=tuple(label_word_ids), pooling=pooling, dtype=dtype,
-                attention=attention)
+                attention=attention, remat=remat)
   rng = jax.random.PRNGKey(0) if rng is None else rng
   params, report = hf_checkpoint.merge_pretrained(init_params(model, rng), pretrained,
                                                   source=source, ignored=ignored)

@@ -33,7 +33,7 @@ from adamix_jax import consistency, inference, merging, methods, optim, prompts
 from adamix_jax.adapters import AdaptationConfig
 from adamix_jax.data import metrics as metrics_lib, pipeline, readers
 from adamix_jax.data.tasks import TaskSpec
-from adamix_jax.encoder import ATTENTIONS
+from adamix_jax.encoder import ATTENTIONS, REMATS
 from adamix_jax.model import POOLINGS, Model, batch_inputs, from_pretrained
 from adamix_jax.routing import INFERENCE_MODES, Routing
 
@@ -72,6 +72,15 @@ def adaptation_from_config(config: ml_collections.ConfigDict) -> AdaptationConfi
   return methods.adaptation_for(config.method, **fields)
 
 
+# XLA:CPU's default scheduler (concurrency-optimised) runs a rematerialised layer's
+# recomputation as early as its inputs allow, inside the forward pass, so what remat should
+# free stays live (the compiled step needs as much memory as without remat); this flag
+# selects the memory-ordered scheduler. Only read from XLA_FLAGS at start-up (as a
+# per-program compiler option it is accepted and has no effect). Other backends schedule
+# for memory themselves.
+CPU_MEMORY_SCHEDULER = '--xla_cpu_enable_concurrency_optimized_scheduler=false'
+
+
 def validate_config(config: ml_collections.ConfigDict, hidden_size: int | None = None,
                     num_devices: int | None = None, max_input_length: int | None = None
                     ) -> None:
@@ -96,6 +105,9 @@ def validate_config(config: ml_collections.ConfigDict, hidden_size: int | None =
   if config.model.get('attention', 'standard') not in ATTENTIONS:
     raise ValueError(f'config.model.attention={config.model.attention!r}: choose '
                      f'{" or ".join(ATTENTIONS)}')
+  if config.model.get('remat', 'none') not in REMATS:
+    raise ValueError(f'config.model.remat={config.model.remat!r}: choose '
+                     f'{", ".join(REMATS)}')
   if config.model.head == 'prompt' and config.method == 'head_only':
     raise ValueError('method=head_only with model.head=prompt trains nothing: the MLM head '
                      'stays frozen. Use head=classifier, or another method.')
@@ -431,6 +443,7 @@ def build_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
       model_dir, adaptation=adaptation, head=config.model.head, num_labels=task.num_labels,
       label_word_ids=word_ids, pooling=config.model.pooling,
       dtype=jnp.dtype(config.model.dtype), attention=config.model.get('attention', 'standard'),
+      remat=config.model.get('remat', 'none'),
       rng=jax.random.PRNGKey(config.seed), allow_pickle=config.model.allow_pickle)
   if config.model.peft_adapter:
     from adamix_jax.interop import peft_io  # pylint: disable=import-outside-toplevel
@@ -444,6 +457,11 @@ def build_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
                     '=%s is not applied (fused attention has no dropout on the attention '
                     'probabilities); the other dropouts are.',
                     model.config.attention_probs_dropout_prob)
+  if (model.remat != 'none' and jax.default_backend() == 'cpu'
+      and CPU_MEMORY_SCHEDULER not in os.environ.get('XLA_FLAGS', '')):
+    logging.warning('config.model.remat=%s on CPU frees no memory unless XLA_FLAGS has %s '
+                    'when the process starts: the default CPU scheduler runs the '
+                    'recomputation inside the forward pass.', model.remat, CPU_MEMORY_SCHEDULER)
   mask = methods.trainable_mask(params, config.method,
                                 train_layer_norm=config.train_layer_norm)
   trainable, frozen = methods.partition(params, mask)

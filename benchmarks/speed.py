@@ -51,7 +51,7 @@ from flax import traverse_util
 
 from adamix_jax import consistency, hf_checkpoint, inference, merging, methods, optim, train
 from adamix_jax.adapters import AdaptationConfig
-from adamix_jax.encoder import EncoderConfig
+from adamix_jax.encoder import REMATS, EncoderConfig
 from adamix_jax.model import Model, init_params
 from adamix_jax.routing import Routing
 from benchmarks import common
@@ -81,6 +81,9 @@ flags.DEFINE_boolean('retain_malloc', False, 'Re-run under RETAIN_MALLOC (glibc 
 flags.DEFINE_boolean('compile_only', False, "Compile the variants and report XLA's FLOP and "
                      'memory analysis without running them (e.g. whether a step fits this '
                      "machine's memory); no PyTorch peers, no timing.")
+flags.DEFINE_list('remat', ['none'], "Encoder rematerialisations (config.model.remat, "
+                  f"among {', '.join(REMATS)}): each variant runs once per value; rows of "
+                  "other values than 'none' are named `variant @remat=value`.")
 flags.DEFINE_boolean('write', True, 'Update benchmarks/RESULTS.md.')
 flags.DEFINE_string('json_dir', 'benchmarks/workdirs/speed', 'Every sample and analysis '
                     'goes to JSON_DIR/<shape>_L<length>.json (re-rendered by --render_only).')
@@ -106,6 +109,7 @@ class Variant:
   consistency_weight: float = 0.0
   step: bool = True
   eval: str = 'merged'  # '' (same as another row), 'merged' or 'random'
+  remat: str = 'none'  # config.model.remat of the model
 
 
 VARIANTS = (
@@ -170,7 +174,7 @@ class Built:
 
 def build(variant: Variant, config: EncoderConfig, shared: dict) -> Built:
   adapt = adaptation(variant.method)
-  model = Model(config, adapt, num_labels=2)
+  model = Model(config, adapt, num_labels=2, remat=variant.remat)
   flat = traverse_util.flatten_dict(init_params(model, jax.random.PRNGKey(1)))
   flat = {p: shared.get(p, v) for p, v in flat.items()}  # the one shared backbone
   params = traverse_util.unflatten_dict(flat)
@@ -334,7 +338,10 @@ def bench(shape: str, length: int, config: EncoderConfig, shared: dict) -> dict[
   batch_np = make_batch(config, FLAGS.batch, length)
   batch = jax.device_put(batch_np)
   key = jax.random.PRNGKey(0)
-  variants = [v for v in VARIANTS if not FLAGS.variants or v.name in FLAGS.variants]
+  variants = [v if remat == 'none' else dataclasses.replace(v, name=f'{v.name} @remat={remat}',
+                                                              remat=remat)
+              for v in VARIANTS if not FLAGS.variants or v.name in FLAGS.variants
+              for remat in FLAGS.remat]
   fns: dict[str, Callable[[], Any]] = {}
   info: dict[str, dict[str, Any]] = {}
   counter = iter(range(10**9))
@@ -391,7 +398,7 @@ def bench(shape: str, length: int, config: EncoderConfig, shared: dict) -> dict[
 
   if FLAGS.compile_only:
     return {'shape': shape, 'length': length, 'batch': FLAGS.batch, 'info': info,
-            'compile_only': True, 'machine': common.machine_description(),
+            'compile_only': True, 'xla_flags': os.environ.get('XLA_FLAGS', ''), 'machine': common.machine_description(),
             'memory_gib': os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30}
   a = jax.random.normal(jax.random.PRNGKey(1), (MATMUL, MATMUL), jnp.float32)
   b = jax.random.normal(jax.random.PRNGKey(2), (MATMUL, MATMUL), jnp.float32)
@@ -409,7 +416,9 @@ def bench(shape: str, length: int, config: EncoderConfig, shared: dict) -> dict[
   return {'shape': shape, 'length': length, 'batch': FLAGS.batch, 'info': info,
           'samples': samples, 'machine': common.machine_description(),
           'peak_rss_gib': peak_rss, 'load': [load_before, load_after],
-          'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''), 'prng_impl': FLAGS.prng_impl or 'threefry2x32'}
+          'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),
+          'xla_flags': os.environ.get('XLA_FLAGS', ''),
+          'prng_impl': FLAGS.prng_impl or 'threefry2x32'}
 
 
 # --------------------------------------------------------------------------------------
@@ -467,6 +476,23 @@ RATIOS = (
 )
 
 
+
+
+def _ratios(info: dict[str, Any]) -> list[tuple[str, str, str, float | None, bool]]:
+  """RATIOS, again between the rows of each remat (same targets), and each remat row's
+  step against the same variant's without remat (the recomputation's cost; no target)."""
+  remats = sorted({name.split(' @remat=')[1] for name in info if ' @remat=' in name})
+  out = list(RATIOS)
+  for remat in remats:
+    at = f' @remat={remat}/'
+    out += [(f'{label} (both remat={remat})', num.replace('/', at, 1), den.replace('/', at, 1),
+             target, at_least) for label, num, den, target, at_least in RATIOS]
+    out += [(f'{name} step / {name.split(" @remat=")[0]} step', f'{name}/step',
+             f'{name.split(" @remat=")[0]}/step', None, False)
+            for name in info if name.endswith(f' @remat={remat}')]
+  return out
+
+
 # Cells of XLA's analysis of a variant's compiled programs, shared by both tables.
 def _gflop_cell(row) -> str:
   return (f"{row['fwd_flops'] / 1e9:.0f} / {row['step_flops'] / 1e9:.0f}"
@@ -515,7 +541,7 @@ def render(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
        'step GFLOP/s, quiet (% of matmul)', 'step MiB (XLA)', 'dots fwd / step',
        'frozen-kernel grad dots'], rows)
   ratio_rows, ratios = [], []
-  for label, num, den, target, at_least in RATIOS:
+  for label, num, den, target, at_least in _ratios(info):
     if num not in s or den not in s:
       continue
     value, value_quiet = paired_ratio(s, num, den), paired_ratio(s, num, den, quiet)
@@ -538,7 +564,9 @@ def render(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
       f'fastest). float32 {MATMUL}x{MATMUL} matmul, same rounds: {matmul_rate:.0f} GFLOP/s '
       f'(all), {matmul_quiet:.0f} GFLOP/s (quiet). Dropout/routing keys: '
       f"{result['prng_impl']}. GLIBC_TUNABLES: "
-      f"{result.get('glibc_tunables') or 'unset (glibc defaults)'}. Process peak RSS (all variants and peers resident): "
+      f"{result.get('glibc_tunables') or 'unset (glibc defaults)'}. "
+      + (f"XLA_FLAGS: {result['xla_flags']}. " if result.get('xla_flags') else '') +
+      f"Process peak RSS (all variants and peers resident): "
       f"{result['peak_rss_gib']:.1f} GiB."
       + (f' 1-minute load average before / after the rounds: {load[0]:.1f} / {load[1]:.1f} '
          '(this run alone accounts for about 2).' if load else '')
@@ -559,7 +587,9 @@ def render_compiled(result: dict[str, Any]) -> str:
        'dots fwd / step', 'frozen-kernel grad dots'], rows)
   return (f"### {result['shape']} ({result['origin']}), batch {result['batch']}, length "
           f"{result['length']}: compiled, not run\n\n{result['machine']} "
-          f"({result['memory_gib']:.1f} GiB physical memory).\n\nMiB: XLA's memory analysis of "
+          f"({result['memory_gib']:.1f} GiB physical memory)."
+          + (f" XLA_FLAGS: {result['xla_flags']}." if result.get('xla_flags') else '')
+          + "\n\nMiB: XLA's memory analysis of "
           'each compiled program (arguments + temporaries + non-aliased outputs): what one '
           f'execution needs besides the process itself.\n\n{table}')
 
@@ -582,6 +612,8 @@ def main(argv):
   names = [v.name for v in VARIANTS]
   if FLAGS.variants and set(FLAGS.variants) - set(names):
     raise app.UsageError(f'Unknown variants; choose from {names}')
+  if set(FLAGS.remat) - set(REMATS):
+    raise app.UsageError(f'Unknown --remat {FLAGS.remat}; choose from {list(REMATS)}')
   if FLAGS.write:
     common.update_section('speed', SPEED_HEADER)
   json_dir = Path(FLAGS.json_dir)

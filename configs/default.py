@@ -32,6 +32,12 @@ def get_config() -> ml_collections.ConfigDict:
   # attention on NVIDIA GPUs in bfloat16: RoBERTa-large adapter step 10% faster on an
   # H100, benchmarks/RESULTS.md; no dropout on the attention probabilities).
   config.model.attention = 'standard'
+  # What each encoder layer keeps for the backward pass: 'none' (everything), 'full' (only
+  # its input: the layer is recomputed, about one more forward of compute, for the memory
+  # of one layer's activations instead of all) or 'dots' (the projections' outputs; the
+  # rest is recomputed). Same values and gradients. For long inputs, large encoders and
+  # the consistency term's two passes when memory runs out.
+  config.model.remat = 'none'
   # Task head: 'classifier' (a fresh classification/regression head on [CLS], as
   # BertForSequenceClassification / RobertaClassificationHead) or 'prompt' (LM-BFF
   # prompt-based fine-tuning: each example goes through `config.prompt.template` and

@@ -116,18 +116,38 @@ def test_dev_curve_table_skips_single_evaluations_and_names_a_bad_line(tmp_path)
 def test_speed_compile_only_reports_memory_without_running(tmp_path):
   out = subprocess.run(
       [sys.executable, '-m', 'benchmarks.speed', '--shapes=minilm', '--lengths=16', '--batch=2',
-       '--variants=adapter,full', '--compile_only', '--write=false', f'--json_dir={tmp_path}'],
+       '--variants=adapter,full', '--remat=none,full', '--compile_only', '--write=false',
+       f'--json_dir={tmp_path}'],
       cwd=ROOT, check=True, timeout=600, capture_output=True, text=True).stdout
   result = json.loads((tmp_path / 'minilm_L16_compiled.json').read_text())
   assert result['compile_only'] and 'samples' not in result
-  assert set(result['info']) == {'adapter', 'full'}
+  assert set(result['info']) == {'adapter', 'full', 'adapter @remat=full', 'full @remat=full'}
+  # A remat row recomputes the forward in its step: same forward, more step FLOPs.
+  plain, remat = result['info']['adapter'], result['info']['adapter @remat=full']
+  assert remat['fwd_flops'] == plain['fwd_flops']
+  assert remat['step_flops'] > 1.2 * plain['step_flops']
   for row in result['info'].values():
     assert row['step_bytes'] > row['fwd_bytes'] > 0 and row['step_flops'] > row['fwd_flops'] > 0
   # Full fine-tuning's step holds the whole model's gradients and Adam state.
   assert result['info']['full']['step_bytes'] > 2 * result['info']['adapter']['step_bytes']
   # The adapter's step takes no weight gradient of a frozen kernel (counted in its jaxpr).
   assert result['info']['adapter']['frozen_kernel_shaped_dots'] == 0
+  assert result['info']['adapter @remat=full']['frozen_kernel_shaped_dots'] == 0
   assert 'compiled, not run' in out and '| adapter | ' in out
+
+
+def test_speed_ratios_repeat_between_remat_rows():
+  _run_isolated(r"""
+      from benchmarks import speed
+      info = {'adapter': {}, 'adamix+consistency': {}, 'adapter @remat=full': {},
+              'adamix+consistency @remat=full': {}}
+      ratios = {label: (num, den, target) for label, num, den, target, _ in speed._ratios(info)}
+      assert ratios['AdaMix+consistency step / adapter step (both remat=full)'] == (
+          'adamix+consistency @remat=full/step', 'adapter @remat=full/step', 2.1)
+      assert ratios['adapter @remat=full step / adapter step'] == (
+          'adapter @remat=full/step', 'adapter/step', None)
+      assert not any('remat=dots' in label for label in ratios)
+  """)
 
 
 def test_frozen_grad_dots_counts_weight_gradients_of_frozen_kernels_only():

@@ -236,3 +236,54 @@ def test_unknown_attention_is_rejected():
   model = model_lib.Model(standard.config, attention='flash')
   with pytest.raises(ValueError, match="Unknown attention 'flash'.*standard"):
     model_lib.init_params(model, jax.random.PRNGKey(0))
+
+
+def _residual_bytes(vjp_fn) -> int:
+  """Bytes that `jax.vjp` keeps for the backward pass (the leaves of its vjp function)."""
+  return sum(x.nbytes for x in jax.tree_util.tree_leaves(vjp_fn))
+
+
+def test_remat_keeps_values_and_gradients_and_saves_less():
+  # AdaMix routing and dropout on: the recomputed layers must redraw the same experts and
+  # the same dropout masks, or the gradients would differ from the kept-activation ones.
+  from adamix_jax.adapters import AdaptationConfig
+  from adamix_jax.routing import Routing
+  from tiny_models import CONFIG, batch
+  adaptation = AdaptationConfig(kind='adamix', adapter_size=4, num_experts=3)
+  b = batch(length=12)
+  results = {}
+  for remat in ('none', 'dots', 'full'):
+    model = model_lib.Model(CONFIG, adaptation, num_labels=3, remat=remat)
+    params = model_lib.init_params(model, jax.random.PRNGKey(0))
+
+    def loss(p, model=model):
+      logits = model.apply({'params': p}, b['input_ids'], b['attention_mask'],
+                           b['token_type_ids'], routing=Routing(key=jax.random.PRNGKey(1)),
+                           deterministic=False, rngs={'dropout': jax.random.PRNGKey(2)})
+      return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits),
+                                           b['labels'][:, None], 1))
+
+    value, vjp_fn = jax.vjp(loss, params)
+    grads, = vjp_fn(jnp.ones(()))
+    jaxpr = jax.make_jaxpr(jax.grad(loss))(params).jaxpr
+    remats = [e for e in jaxpr.eqns if e.primitive.name in ('checkpoint', 'remat2', 'remat')]
+    results[remat] = (value, grads, _residual_bytes(vjp_fn), len(remats), params)
+  value, grads, kept, count, params = results['none']
+  assert count == 0
+  for remat in ('dots', 'full'):
+    r_value, r_grads, r_kept, r_count, r_params = results[remat]
+    assert jax.tree_util.tree_structure(r_params) == jax.tree_util.tree_structure(params)
+    assert r_count == CONFIG.num_hidden_layers, remat
+    np.testing.assert_allclose(r_value, value, rtol=1e-6)
+    for path, a in jax.tree_util.tree_leaves_with_path(grads):
+      b_ = r_grads
+      for key in path:
+        b_ = b_[key.key]
+      np.testing.assert_allclose(b_, a, atol=1e-6, err_msg=f'{remat} {jax.tree_util.keystr(path)}')
+  assert results['full'][2] < results['dots'][2] < kept, {k: v[2] for k, v in results.items()}
+
+
+def test_unknown_remat_is_rejected():
+  from tiny_models import CONFIG
+  with pytest.raises(ValueError, match="Unknown remat 'all'.*'none', 'full', 'dots'"):
+    model_lib.init_params(model_lib.Model(CONFIG, remat='all'), jax.random.PRNGKey(0))

@@ -198,6 +198,7 @@ def test_sigkill_and_rerun_same_command_ends_like_uninterrupted(tiny_checkpoint,
     ({'adapter.num_experts': 0}, 'num_experts=0'),
     ({'eval_mode': 'vote'}, 'eval_mode'),
     ({'model.attention': 'flash'}, "model.attention='flash'"),
+    ({'model.remat': 'all'}, "model.remat='all'"),
     ({'data.max_length': 65}, 'max_length=65 exceeds the 64 tokens'),
     ({'lora_merge': 'median'}, "lora_merge='median'"),
     ({'method': 'adamix_lora', 'merge': 'fisher', 'lora_merge': 'mean_delta'},
@@ -212,6 +213,20 @@ def test_bad_config_fails_before_writing(tiny_checkpoint, tmp_path, override, me
 def test_fused_attention_reaches_the_trained_model(tiny_checkpoint, tmp_path):
   run, _ = train.build_run(_config(tiny_checkpoint, **{'model.attention': 'fused'}), tmp_path)
   assert run.model.attention == 'fused'
+
+
+def test_remat_reaches_the_trained_model(tiny_checkpoint, tmp_path, monkeypatch, caplog):
+  # On CPU it needs the memory-ordered scheduler at start-up: said when XLA_FLAGS lacks it.
+  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=1')
+  with caplog.at_level('WARNING'):
+    run, _ = train.build_run(_config(tiny_checkpoint, **{'model.remat': 'dots'}), tmp_path)
+  assert run.model.remat == 'dots'
+  assert train.CPU_MEMORY_SCHEDULER in caplog.text
+  caplog.clear()
+  monkeypatch.setenv('XLA_FLAGS', train.CPU_MEMORY_SCHEDULER)
+  with caplog.at_level('WARNING'):
+    train.build_run(_config(tiny_checkpoint, **{'model.remat': 'dots'}), tmp_path)
+  assert train.CPU_MEMORY_SCHEDULER not in caplog.text
 
 
 def test_batch_not_divisible_by_devices(tiny_checkpoint, tmp_path):
