@@ -23,7 +23,8 @@ pass; 'full' keeps only each layer's input and recomputes the layer in the backw
 all); 'dots' keeps the outputs of the projections (matmuls without batch dimensions) and
 recomputes the rest (attention scores and probabilities, activations, dropout masks,
 LayerNorm). Values and gradients are those of 'none' (the dropout masks are redrawn
-from the same keys).
+from the same keys). On CPU the savings need XLA's memory-ordered scheduler
+(`train.CPU_MEMORY_SCHEDULER` in XLA_FLAGS).
 """
 
 from __future__ import annotations
