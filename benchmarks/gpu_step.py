@@ -13,7 +13,9 @@ is `train.train_step` jitted with the state donated, as `train_and_evaluate` run
 Ablations of a variant (suffixes, combinable: `adapter@fused@rbg`): `@fused` fused attention
 (`config.model.attention='fused'`: cuDNN flash attention, no attention-probability
 dropout); `@nodrop` every dropout rate 0; `@rbg` / `@unsafe_rbg` dropout masks and routing
-from that PRNG (`jax_default_prng_impl`) instead of threefry.
+from that PRNG (`jax_default_prng_impl`) instead of threefry; `@remat` / `@remat_dots` the
+encoder rematerialised (`config.model.remat` full / dots: less memory; the FLOPs and MFU
+then count the recomputation too).
 Time per step: `--steps` steps dispatched back to back, then one `block_until_ready`,
 divided by the count; the median of `--repeats` such measurements.
 MFU = (FLOPs of the step / time) / (the measured bf16 matmul rate, 8192^3, same process).
@@ -84,7 +86,7 @@ def shape_config():
   return large
 
 
-ABLATIONS = ('fused', 'nodrop', 'rbg', 'unsafe_rbg')
+ABLATIONS = ('fused', 'nodrop', 'rbg', 'unsafe_rbg', 'remat', 'remat_dots')
 
 
 def parse_variant(name: str) -> tuple[str, float, frozenset[str]]:
@@ -98,8 +100,9 @@ def parse_variant(name: str) -> tuple[str, float, frozenset[str]]:
   if unknown:
     raise ValueError(f'Unknown ablation(s) {sorted(unknown)} in {name!r}; supported: '
                      f'{", ".join(ABLATIONS)}')
-  if {'rbg', 'unsafe_rbg'} <= set(ablations):
-    raise ValueError(f'{name!r}: choose one of rbg, unsafe_rbg')
+  for exclusive in (('rbg', 'unsafe_rbg'), ('remat', 'remat_dots')):
+    if set(exclusive) <= set(ablations):
+      raise ValueError(f'{name!r}: choose one of {", ".join(exclusive)}')
   return (*methods[base], frozenset(ablations))
 
 
@@ -172,7 +175,9 @@ def lower_step(name: str, batch: Any, abstract: bool = False):
                                          attention_probs_dropout_prob=0.0,
                                          classifier_dropout=0.0)
   model = Model(encoder_config, adaptation, num_labels=2, dtype=jnp.dtype(FLAGS.dtype),
-                attention='fused' if 'fused' in ablations else 'standard')
+                attention='fused' if 'fused' in ablations else 'standard',
+                remat=('full' if 'remat' in ablations else
+                       'dots' if 'remat_dots' in ablations else 'none'))
   init = functools.partial(init_params, model, jax.random.PRNGKey(0))  # same backbone for all
   params = jax.eval_shape(init) if abstract else init()
   trainable, frozen = methods.partition(params, methods.trainable_mask(params, method))

@@ -47,6 +47,8 @@ def test_gpu_step_variant_ablations_parse_and_reject_unknown_names():
         gpu_step.parse_variant('adaptor@fused')
       with pytest.raises(ValueError, match=r"Unknown ablation\(s\) \['flash'\]"):
         gpu_step.parse_variant('adapter@flash')
+      with pytest.raises(ValueError, match='choose one of remat, remat_dots'):
+        gpu_step.parse_variant('adapter@remat@remat_dots')
       """)
 
 
