@@ -142,8 +142,14 @@ def _abbrev(names: list[str], n: int = 8) -> str:
 
 def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
   """A local directory, the bundled MiniLM (by its hub name), or a hub download."""
+  if not str(name_or_path).strip():
+    raise CheckpointError('No checkpoint given (an empty name): pass a local checkpoint '
+                          'directory (config.json + model.safetensors) or a hub name')
   path = Path(name_or_path).expanduser()
   if path.is_dir():
+    if not (path / 'config.json').is_file():
+      raise CheckpointError(f'{path} holds no config.json: not a Hugging Face checkpoint '
+                            'directory (config.json + model.safetensors + tokenizer files)')
     return path
   if str(name_or_path) == BUNDLED_MODEL:
     try:

@@ -44,6 +44,15 @@ def test_missing_config_and_weights_files(tmp_path):
     model_lib.from_pretrained(tmp_path)
 
 
+def test_empty_name_and_directory_without_config_are_refused(tmp_path):
+  # An empty name is the current directory to pathlib; neither may reach the tokenizer
+  # loader, whose error names no file.
+  with pytest.raises(CheckpointError, match='No checkpoint given'):
+    hf_checkpoint.resolve_model_dir('')
+  with pytest.raises(CheckpointError, match=f'{tmp_path} holds no config.json'):
+    hf_checkpoint.resolve_model_dir(tmp_path)
+
+
 def test_missing_local_directory(tmp_path):
   with pytest.raises(CheckpointError, match='does not exist'):
     model_lib.from_pretrained(str(tmp_path / 'nope'))

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from adamix_jax import export, methods, optim, train
+from adamix_jax import export, hf_checkpoint, methods, optim, train
 from adamix_jax.model import from_pretrained
 from configs import tiny
 
@@ -213,6 +213,14 @@ def test_bad_config_fails_before_writing(tiny_checkpoint, tmp_path, override, me
 def test_fused_attention_reaches_the_trained_model(tiny_checkpoint, tmp_path):
   run, _ = train.build_run(_config(tiny_checkpoint, **{'model.attention': 'fused'}), tmp_path)
   assert run.model.attention == 'fused'
+
+
+def test_checkpoint_directory_without_config_is_named_before_the_tokenizer(tiny_checkpoint,
+                                                                         tmp_path):
+  empty = tmp_path / 'not_a_checkpoint'
+  empty.mkdir()
+  with pytest.raises(hf_checkpoint.CheckpointError, match='not_a_checkpoint holds no config.json'):
+    train.build_run(_config(tiny_checkpoint, **{'model.checkpoint': str(empty)}), tmp_path / 'w')
 
 
 def test_remat_reaches_the_trained_model(tiny_checkpoint, tmp_path, monkeypatch, caplog):
