@@ -74,7 +74,7 @@ def adaptation_from_config(config: ml_collections.ConfigDict) -> AdaptationConfi
 
 # XLA:CPU's default scheduler (concurrency-optimised) runs a rematerialised layer's
 # recomputation as early as its inputs allow, inside the forward pass, so what remat should
-# free stays live (the compiled step needs as much memory as without remat); this flag
+# free stays live (the compiled step needs nearly as much memory as without remat); this flag
 # selects the memory-ordered scheduler. Only read from XLA_FLAGS at start-up (as a
 # per-program compiler option it is accepted and has no effect). Other backends schedule
 # for memory themselves.
@@ -459,7 +459,7 @@ def build_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
                     model.config.attention_probs_dropout_prob)
   if (model.remat != 'none' and jax.default_backend() == 'cpu'
       and CPU_MEMORY_SCHEDULER not in os.environ.get('XLA_FLAGS', '')):
-    logging.warning('config.model.remat=%s on CPU frees no memory unless XLA_FLAGS has %s '
+    logging.warning('config.model.remat=%s on CPU frees little memory unless XLA_FLAGS has %s '
                     'when the process starts: the default CPU scheduler runs the '
                     'recomputation inside the forward pass.', model.remat, CPU_MEMORY_SCHEDULER)
   mask = methods.trainable_mask(params, config.method,

@@ -38,7 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
   # rest is recomputed). Same values and gradients. For long inputs, large encoders and
   # the consistency term's two passes when memory runs out. On CPU, start the process
   # with XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false, or XLA's
-  # default CPU scheduler recomputes inside the forward pass and nothing is freed.
+  # default CPU scheduler recomputes inside the forward pass and little is freed.
   config.model.remat = 'none'
   # Task head: 'classifier' (a fresh classification/regression head on [CLS], as
   # BertForSequenceClassification / RobertaClassificationHead) or 'prompt' (LM-BFF

@@ -271,7 +271,7 @@ def test_remat_keeps_values_and_gradients_and_saves_less():
   value, grads, kept, count, params = results['none']
   assert count == 0
   for remat in ('dots', 'full'):
-    r_value, r_grads, r_kept, r_count, r_params = results[remat]
+    r_value, r_grads, _, r_count, r_params = results[remat]
     assert jax.tree_util.tree_structure(r_params) == jax.tree_util.tree_structure(params)
     assert r_count == CONFIG.num_hidden_layers, remat
     np.testing.assert_allclose(r_value, value, rtol=1e-6)
@@ -279,7 +279,8 @@ def test_remat_keeps_values_and_gradients_and_saves_less():
       b_ = r_grads
       for key in path:
         b_ = b_[key.key]
-      np.testing.assert_allclose(b_, a, atol=1e-6, err_msg=f'{remat} {jax.tree_util.keystr(path)}')
+      np.testing.assert_allclose(b_, a, atol=1e-6,
+                                 err_msg=f'{remat} {jax.tree_util.keystr(path)}')
   assert results['full'][2] < results['dots'][2] < kept, {k: v[2] for k, v in results.items()}
 
 
