@@ -398,7 +398,8 @@ def bench(shape: str, length: int, config: EncoderConfig, shared: dict) -> dict[
 
   if FLAGS.compile_only:
     return {'shape': shape, 'length': length, 'batch': FLAGS.batch, 'info': info,
-            'compile_only': True, 'xla_flags': os.environ.get('XLA_FLAGS', ''), 'machine': common.machine_description(),
+            'compile_only': True, 'xla_flags': os.environ.get('XLA_FLAGS', ''),
+            'machine': common.machine_description(),
             'memory_gib': os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30}
   a = jax.random.normal(jax.random.PRNGKey(1), (MATMUL, MATMUL), jnp.float32)
   b = jax.random.normal(jax.random.PRNGKey(2), (MATMUL, MATMUL), jnp.float32)
@@ -476,20 +477,17 @@ RATIOS = (
 )
 
 
-
-
 def _ratios(info: dict[str, Any]) -> list[tuple[str, str, str, float | None, bool]]:
   """RATIOS, again between the rows of each remat (same targets), and each remat row's
   step against the same variant's without remat (the recomputation's cost; no target)."""
-  remats = sorted({name.split(' @remat=')[1] for name in info if ' @remat=' in name})
+  split = {name: name.split(' @remat=') for name in info if ' @remat=' in name}
   out = list(RATIOS)
-  for remat in remats:
+  for remat in sorted({r for _, r in split.values()}):
     at = f' @remat={remat}/'
     out += [(f'{label} (both remat={remat})', num.replace('/', at, 1), den.replace('/', at, 1),
              target, at_least) for label, num, den, target, at_least in RATIOS]
-    out += [(f'{name} step / {name.split(" @remat=")[0]} step', f'{name}/step',
-             f'{name.split(" @remat=")[0]}/step', None, False)
-            for name in info if name.endswith(f' @remat={remat}')]
+    out += [(f'{name} step / {base} step', f'{name}/step', f'{base}/step', None, False)
+            for name, (base, r) in split.items() if r == remat]
   return out
 
 

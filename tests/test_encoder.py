@@ -198,6 +198,15 @@ def _fused_pair(**encoder_fields):
   return standard, fused, model_lib.init_params(standard, jax.random.PRNGKey(0))
 
 
+def _assert_trees_close(actual, expected, *, atol: float, label: str = ''):
+  """Every leaf of `actual` close to the same path's leaf of `expected`, named on failure."""
+  for path, a in jax.tree_util.tree_leaves_with_path(expected):
+    b = actual
+    for key in path:
+      b = b[key.key]
+    np.testing.assert_allclose(b, a, atol=atol, err_msg=f'{label} {jax.tree_util.keystr(path)}')
+
+
 def test_fused_attention_matches_standard_with_padding():
   standard, fused, params = _fused_pair()
   ids, mask, types = _padded_batch(standard.config.pad_token_id)
@@ -211,11 +220,7 @@ def test_fused_attention_matches_standard_with_padding():
                                         for m in (standard, fused))
   np.testing.assert_allclose(l_fused, l_std, rtol=1e-5)
   assert float(l_std) != 0.0
-  for path, a in jax.tree_util.tree_leaves_with_path(g_std):
-    b = g_fused
-    for key in path:
-      b = b[key.key]
-    np.testing.assert_allclose(b, a, atol=1e-5, err_msg=jax.tree_util.keystr(path))
+  _assert_trees_close(g_fused, g_std, atol=1e-5)
 
 
 def test_fused_attention_has_no_attention_probability_dropout():
@@ -275,12 +280,7 @@ def test_remat_keeps_values_and_gradients_and_saves_less():
     assert jax.tree_util.tree_structure(r_params) == jax.tree_util.tree_structure(params)
     assert r_count == CONFIG.num_hidden_layers, remat
     np.testing.assert_allclose(r_value, value, rtol=1e-6)
-    for path, a in jax.tree_util.tree_leaves_with_path(grads):
-      b_ = r_grads
-      for key in path:
-        b_ = b_[key.key]
-      np.testing.assert_allclose(b_, a, atol=1e-6,
-                                 err_msg=f'{remat} {jax.tree_util.keystr(path)}')
+    _assert_trees_close(r_grads, grads, atol=1e-6, label=remat)
   assert results['full'][2] < results['dots'][2] < kept, {k: v[2] for k, v in results.items()}
 
 
