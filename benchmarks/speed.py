@@ -17,7 +17,8 @@ and cost analyses are at hand):
 baselines of the ratios, its step trains the head alone. The PyTorch peers (transformers +
 PEFT LoRA rank 8 on query/value, and full fine-tuning; `torch.optim.AdamW`, default
 attention implementation, `torch.set_num_threads(cores)`; XLA's CPU client uses every
-core) run the same batch in the same process.
+core) run the same batch in the same process; with `--remat=full` they run again with
+transformers' gradient checkpointing (`torch full @remat=full`), our `remat=full`'s peer.
 
 Timing: after two untimed calls each, one call of every variant per round, `--rounds`
 rounds (A, B, C, A, B, C, ...), so load from other processes hits all variants alike.
@@ -83,7 +84,8 @@ flags.DEFINE_boolean('compile_only', False, "Compile the variants and report XLA
                      "machine's memory); no PyTorch peers, no timing.")
 flags.DEFINE_list('remat', ['none'], "Encoder rematerialisations (config.model.remat, "
                   f"among {', '.join(REMATS)}): each variant runs once per value; rows of "
-                  "other values than 'none' are named `variant @remat=value`.")
+                  "other values than 'none' are named `variant @remat=value`; with 'full' the "
+                  "PyTorch peers run again with gradient checkpointing.")
 flags.DEFINE_boolean('write', True, 'Update benchmarks/RESULTS.md.')
 flags.DEFINE_string('json_dir', 'benchmarks/workdirs/speed', 'Every sample and analysis '
                     'goes to JSON_DIR/<shape>_L<length>.json (re-rendered by --render_only).')
@@ -282,9 +284,14 @@ def kernel_shapes(tree) -> set[tuple[int, ...]]:
 # --------------------------------------------------------------------------------------
 
 
-def torch_steps(shape: str, config: EncoderConfig, batch: dict[str, np.ndarray]
+def torch_steps(shape: str, config: EncoderConfig, batch: dict[str, np.ndarray],
+                peers: list[str], remats: list[str]
                 ) -> dict[str, tuple[Callable[[], None], int]]:
-  """{'torch lora', 'torch full'}: (one training step, trainable parameter count)."""
+  """{'torch+PEFT lora', 'torch full'} (among `peers`): (one training step, trainable
+  parameter count). With 'full' among `remats` the same peers again with transformers'
+  gradient checkpointing (each layer's input kept, the layer recomputed in the backward
+  pass, as our `remat=full`), named `... @remat=full`; 'none' runs them without it; 'dots'
+  has no PyTorch counterpart."""
   import peft  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
@@ -305,26 +312,37 @@ def torch_steps(shape: str, config: EncoderConfig, batch: dict[str, np.ndarray]
     return transformers.AutoModelForSequenceClassification.from_config(hf_config)
 
   out = {}
-  for name, method in (('torch+PEFT lora', 'lora'), ('torch full', 'full')):
-    if method not in FLAGS.torch_peers:
-      continue
-    model = new_model()
-    if method == 'lora':
-      model = peft.get_peft_model(model, peft.LoraConfig(
-          task_type=peft.TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.0,
-          target_modules=['query', 'value']))
-    model.train()
-    lr = presets.method_preset(default.get_config(), method).learning_rate
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.1)
+  for remat in (r for r in remats if r in ('none', 'full')):
+    for name, method in (('torch+PEFT lora', 'lora'), ('torch full', 'full')):
+      if method not in peers:
+        continue
+      model = new_model()
+      if remat == 'full':
+        name = f'{name} @remat=full'
+        # Before PEFT wraps it; the non-reentrant checkpoint also serves LoRA, whose
+        # embedding outputs need no gradient. (`gradient_checkpointing_enable` is the older
+        # transformers 5 releases' name.)
+        kwargs = {'use_reentrant': False}
+        if hasattr(model, 'activation_checkpointing_enable'):
+          model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+          model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+      if method == 'lora':
+        model = peft.get_peft_model(model, peft.LoraConfig(
+            task_type=peft.TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.0,
+            target_modules=['query', 'value']))
+      model.train()
+      lr = presets.method_preset(default.get_config(), method).learning_rate
+      params = [p for p in model.parameters() if p.requires_grad]
+      opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.1)
 
-    def step(model=model, opt=opt):
-      opt.zero_grad(set_to_none=True)
-      loss = model(**inputs, labels=labels).loss
-      loss.backward()
-      opt.step()
+      def step(model=model, opt=opt):
+        opt.zero_grad(set_to_none=True)
+        loss = model(**inputs, labels=labels).loss
+        loss.backward()
+        opt.step()
 
-    out[name] = (step, sum(p.numel() for p in params))
+      out[name] = (step, sum(p.numel() for p in params))
   return out
 
 
@@ -406,7 +424,8 @@ def bench(shape: str, length: int, config: EncoderConfig, shared: dict) -> dict[
   matmul = jax.jit(jnp.matmul).lower(a, b).compile()
   fns['matmul'] = lambda: jax.block_until_ready(matmul(a, b))
   if FLAGS.torch:
-    for name, (fn, count) in torch_steps(shape, config, batch_np).items():
+    for name, (fn, count) in torch_steps(shape, config, batch_np, FLAGS.torch_peers,
+                                                FLAGS.remat).items():
       fns[f'{name}/step'] = fn
       info[name] = {'trainable': count, 'method': name}
 
@@ -513,6 +532,14 @@ def _frozen_cell(row) -> str:
 TORCH_PEER_OF = {'torch+PEFT lora': 'lora', 'torch full': 'full'}
 
 
+def torch_peer_of(name: str) -> str | None:
+  """Our variant whose step a PyTorch peer computes ('torch full @remat=full' -> 'full
+  @remat=full'; None for our own rows)."""
+  base, sep, remat = name.partition(' @remat=')
+  ours = TORCH_PEER_OF.get(base)
+  return ours and ours + sep + remat
+
+
 def render(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
   s, info = result['samples'], result['info']
   quiet = quiet_rounds(s)
@@ -522,7 +549,7 @@ def render(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
   for name, row in info.items():
     step, fwd = f'{name}/step', f'{name}/fwd'
     # A PyTorch peer computes what our step of its method does: XLA's count of ours.
-    step_flops = row.get('step_flops', info.get(TORCH_PEER_OF.get(name), {}).get('step_flops'))
+    step_flops = row.get('step_flops', info.get(torch_peer_of(name), {}).get('step_flops'))
     rate = (step_flops / median_s(s, step, quiet) / 1e9
             if step in s and step_flops else None)
     rows.append([

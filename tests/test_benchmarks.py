@@ -152,6 +152,34 @@ def test_speed_ratios_repeat_between_remat_rows():
   """)
 
 
+def test_torch_peers_with_remat_recompute_every_layer_in_the_backward_pass():
+  # Gradient checkpointing runs each layer's forward again during the backward pass:
+  # the MiniLM peers' 6 layers (their feed-forward block, counted) run 6 times per step
+  # without it, 12 times with it.
+  _run_isolated(r"""
+      import collections
+      from transformers.models.bert import modeling_bert
+      from benchmarks import speed
+      calls = collections.Counter()
+      # Inside the layer: transformers wraps the layer's own forward to checkpoint it.
+      forward = modeling_bert.BertIntermediate.forward
+      def counted(self, *args, **kwargs):
+        calls[current] += 1
+        return forward(self, *args, **kwargs)
+      modeling_bert.BertIntermediate.forward = counted
+      config, _, _ = speed.backbone('minilm')
+      batch = speed.make_batch(config, 2, 8)
+      steps = speed.torch_steps('minilm', config, batch, ['lora', 'full'], ['none', 'full', 'dots'])
+      assert set(steps) == {'torch+PEFT lora', 'torch full', 'torch+PEFT lora @remat=full',
+                            'torch full @remat=full'}, set(steps)
+      for current, (step, count) in steps.items():
+        step()
+        assert count > 0
+      assert calls == {'torch+PEFT lora': 6, 'torch full': 6, 'torch+PEFT lora @remat=full': 12,
+                       'torch full @remat=full': 12}, calls
+      """)
+
+
 def test_frozen_grad_dots_counts_weight_gradients_of_frozen_kernels_only():
   _run_isolated(r"""
       import jax
