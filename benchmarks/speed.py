@@ -320,8 +320,8 @@ def torch_steps(shape: str, config: EncoderConfig, batch: dict[str, np.ndarray],
       if remat == 'full':
         name = f'{name} @remat=full'
         # Before PEFT wraps it; the non-reentrant checkpoint also serves LoRA, whose
-        # embedding outputs need no gradient. (`gradient_checkpointing_enable` is the older
-        # transformers 5 releases' name.)
+        # embedding outputs need no gradient. `gradient_checkpointing_enable`, the deprecated
+        # alias, where a transformers release lacks the new name.
         kwargs = {'use_reentrant': False}
         if hasattr(model, 'activation_checkpointing_enable'):
           model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
@@ -424,8 +424,8 @@ def bench(shape: str, length: int, config: EncoderConfig, shared: dict) -> dict[
   matmul = jax.jit(jnp.matmul).lower(a, b).compile()
   fns['matmul'] = lambda: jax.block_until_ready(matmul(a, b))
   if FLAGS.torch:
-    for name, (fn, count) in torch_steps(shape, config, batch_np, FLAGS.torch_peers,
-                                                FLAGS.remat).items():
+    peers = torch_steps(shape, config, batch_np, FLAGS.torch_peers, FLAGS.remat)
+    for name, (fn, count) in peers.items():
       fns[f'{name}/step'] = fn
       info[name] = {'trainable': count, 'method': name}
 

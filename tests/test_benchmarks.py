@@ -149,6 +149,12 @@ def test_speed_ratios_repeat_between_remat_rows():
       assert ratios['adapter @remat=full step / adapter step'] == (
           'adapter @remat=full/step', 'adapter/step', None)
       assert not any('remat=dots' in label for label in ratios)
+      # A PyTorch peer with gradient checkpointing is compared with our remat row.
+      assert ratios['torch full-FT step / our full-FT step (speed-up) (both remat=full)'][:2] == (
+          'torch full @remat=full/step', 'full @remat=full/step')
+      assert speed.torch_peer_of('torch full @remat=full') == 'full @remat=full'
+      assert speed.torch_peer_of('torch+PEFT lora') == 'lora'
+      assert speed.torch_peer_of('adapter @remat=full') is None
   """)
 
 
