@@ -104,6 +104,18 @@ SHAPES: dict[str, EncoderConfig | None] = {
 }
 
 
+def with_remat(name: str, remat: str) -> str:
+  """A row's name under a rematerialisation ('adapter', 'full' -> 'adapter @remat=full';
+  'none' keeps the name). Our variants and the PyTorch peers are named alike."""
+  return name if remat == 'none' else f'{name} @remat={remat}'
+
+
+def split_remat(name: str) -> tuple[str, str]:
+  """`with_remat`'s inverse: 'adapter @remat=full' -> ('adapter', 'full')."""
+  base, _, remat = name.partition(' @remat=')
+  return base, remat or 'none'
+
+
 @dataclasses.dataclass(frozen=True)
 class Variant:
   name: str
@@ -318,7 +330,6 @@ def torch_steps(shape: str, config: EncoderConfig, batch: dict[str, np.ndarray],
         continue
       model = new_model()
       if remat == 'full':
-        name = f'{name} @remat=full'
         # Before PEFT wraps it; the non-reentrant checkpoint also serves LoRA, whose
         # embedding outputs need no gradient. `gradient_checkpointing_enable`, the deprecated
         # alias, where a transformers release lacks the new name.
@@ -342,7 +353,7 @@ def torch_steps(shape: str, config: EncoderConfig, batch: dict[str, np.ndarray],
         loss.backward()
         opt.step()
 
-      out[name] = (step, sum(p.numel() for p in params))
+      out[with_remat(name, remat)] = (step, sum(p.numel() for p in params))
   return out
 
 
@@ -356,8 +367,7 @@ def bench(shape: str, length: int, config: EncoderConfig, shared: dict) -> dict[
   batch_np = make_batch(config, FLAGS.batch, length)
   batch = jax.device_put(batch_np)
   key = jax.random.PRNGKey(0)
-  variants = [v if remat == 'none' else dataclasses.replace(v, name=f'{v.name} @remat={remat}',
-                                                              remat=remat)
+  variants = [dataclasses.replace(v, name=with_remat(v.name, remat), remat=remat)
               for v in VARIANTS if not FLAGS.variants or v.name in FLAGS.variants
               for remat in FLAGS.remat]
   fns: dict[str, Callable[[], Any]] = {}
@@ -499,12 +509,14 @@ RATIOS = (
 def _ratios(info: dict[str, Any]) -> list[tuple[str, str, str, float | None, bool]]:
   """RATIOS, again between the rows of each remat (same targets), and each remat row's
   step against the same variant's without remat (the recomputation's cost; no target)."""
-  split = {name: name.split(' @remat=') for name in info if ' @remat=' in name}
+  split = {name: split_remat(name) for name in info}
   out = list(RATIOS)
-  for remat in sorted({r for _, r in split.values()}):
-    at = f' @remat={remat}/'
-    out += [(f'{label} (both remat={remat})', num.replace('/', at, 1), den.replace('/', at, 1),
-             target, at_least) for label, num, den, target, at_least in RATIOS]
+  for remat in sorted({r for _, r in split.values()} - {'none'}):
+    def at(key, remat=remat):  # 'adapter/step' -> 'adapter @remat=full/step'
+      variant, what = key.split('/')
+      return f'{with_remat(variant, remat)}/{what}'
+    out += [(f'{label} (both remat={remat})', at(num), at(den), target, at_least)
+            for label, num, den, target, at_least in RATIOS]
     out += [(f'{name} step / {base} step', f'{name}/step', f'{base}/step', None, False)
             for name, (base, r) in split.items() if r == remat]
   return out
@@ -535,9 +547,9 @@ TORCH_PEER_OF = {'torch+PEFT lora': 'lora', 'torch full': 'full'}
 def torch_peer_of(name: str) -> str | None:
   """Our variant whose step a PyTorch peer computes ('torch full @remat=full' -> 'full
   @remat=full'; None for our own rows)."""
-  base, sep, remat = name.partition(' @remat=')
+  base, remat = split_remat(name)
   ours = TORCH_PEER_OF.get(base)
-  return ours and ours + sep + remat
+  return ours and with_remat(ours, remat)
 
 
 def render(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
