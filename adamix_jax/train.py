@@ -111,6 +111,9 @@ def validate_config(config: ml_collections.ConfigDict, hidden_size: int | None =
   if config.model.head == 'prompt' and config.method == 'head_only':
     raise ValueError('method=head_only with model.head=prompt trains nothing: the MLM head '
                      'stays frozen. Use head=classifier, or another method.')
+  if config.get('expert_updates', 'official') not in optim.EXPERT_UPDATES:
+    raise ValueError(f'config.expert_updates={config.expert_updates!r}: choose '
+                     f'{", ".join(optim.EXPERT_UPDATES)}')
   if config.eval_mode not in INFERENCE_MODES:
     raise ValueError(f'config.eval_mode={config.eval_mode!r}: choose '
                      f'{", ".join(INFERENCE_MODES)}')
@@ -266,6 +269,8 @@ def _run_meta(config: ml_collections.ConfigDict, run_task: TaskSpec,
       'adaptation': adaptation.to_json(),
       'task': run_task.name,
       'num_labels': run_task.num_labels,
+      # The optimizer state's layout depends on it.
+      'expert_updates': config.get('expert_updates', 'official'),
   }
 
 
@@ -541,7 +546,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   best_manager = _checkpoint_manager(workdir / 'best', 1, asynchronous=False)
   saved_meta = read_meta(manager)
   if saved_meta is not None:
-    _check_meta({k: saved_meta.get(k) for k in meta}, meta, workdir / 'checkpoints')
+    # Checkpoints written before expert_updates existed hold the 'frozen' optimizer state.
+    legacy = {'expert_updates': 'frozen'}
+    _check_meta({k: saved_meta.get(k, legacy.get(k)) for k in meta}, meta,
+                workdir / 'checkpoints')
 
   state = TrainState(step=jnp.zeros((), jnp.int32), params=trainable,
                      opt_state=tx.init(trainable),

@@ -129,8 +129,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.adam_b1 = 0.9
   config.adam_b2 = 0.999
   config.adam_eps = 1e-8
-  # Clip gradients of the trainable parameters to this global norm (0 = no clipping).
+  # Clip gradients of the trainable parameters to this global norm (0 = no clipping; the
+  # paper configs clip at 1.0 like the official runs).
   config.grad_clip_norm = 0.0
+  # How the optimizer treats the experts a step did not route (adamix_jax/optim.py):
+  # 'official' (the official training loop: transformers 4.4.2's AdamW, an expert's state
+  # starts at its first routing and then moves every step, per-expert step counts),
+  # 'frozen' (unrouted experts untouched) or 'dense' (optax AdamW over all experts).
+  config.expert_updates = 'official'
   # Seed of initialisation, data order, dropout and routing.
   config.seed = 0
 

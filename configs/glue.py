@@ -4,7 +4,9 @@ Provenance of the values:
 - RoBERTa-large, MNLI: the official script `roberta_large_mnli_expert_soup.sh` of
   github.com/microsoft/AdaMix — lr 3e-4, 20 epochs, batch 64, max length 128, warm-up ratio
   0.06, weight decay 0.1, adapter size 16, 4 experts, up projection shared, down not,
-  consistency loss on (λ = 1), evaluation every epoch with the best epoch kept.
+  consistency loss on (λ = 1), evaluation every epoch with the best epoch kept; and what
+  the script leaves at transformers' defaults: AdamW (betas 0.9/0.999, eps 1e-8),
+  gradient clipping at global norm 1.0, linear warm-up then decay.
 - BERT-base, MNLI: `bert_base_mnli_expert_soup.sh` of the same repository — lr 4e-4,
   40 epochs, adapter size 48, otherwise as above.
 - Other tasks: the official repository publishes no per-task scripts; we start from the
@@ -41,6 +43,11 @@ def get_glue_config(task: str, model: str = 'roberta-large'):
   config.adapter.share_down = False
   config.consistency_weight = 1.0
   config.eval_mode = 'merged'
+  # transformers' Trainer (the official loop) clips the global gradient norm at 1.0
+  # (TrainingArguments.max_grad_norm's default); its AdamW treats unrouted experts as
+  # expert_updates='official' does.
+  config.grad_clip_norm = 1.0
+  config.expert_updates = 'official'
   if model == 'roberta-large':
     config.model.checkpoint = ROBERTA_LARGE
     config.learning_rate = 3e-4
