@@ -188,6 +188,15 @@ def task_loss(logits: jax.Array, labels: jax.Array, regression: bool) -> jax.Arr
   return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
+def step_keys(rng: jax.Array, step: jax.Array | int) -> tuple[jax.Array, ...]:
+  """A step's keys: routing of pass 1 and 2 (the consistency pass), dropout of pass 1 and 2.
+
+  A function of the run's key and the step only: every device and every resumed run draws
+  the same experts and dropout masks on a given step.
+  """
+  return tuple(jax.random.split(jax.random.fold_in(rng, step), 4))
+
+
 def train_step(state: TrainState, frozen: Any, batch: dict[str, jax.Array], *, model: Model,
                tx: optax.GradientTransformation, schedule: optax.Schedule,
                consistency_weight: float, regression: bool) -> tuple[TrainState, TrainMetrics]:
@@ -201,8 +210,7 @@ def train_step(state: TrainState, frozen: Any, batch: dict[str, jax.Array], *, m
     The new state and this step's metrics. Routing and dropout keys come from
     fold_in(state.rng, state.step), so every device draws the same experts.
   """
-  step_key = jax.random.fold_in(state.rng, state.step)
-  route_1, route_2, drop_1, drop_2 = jax.random.split(step_key, 4)
+  route_1, route_2, drop_1, drop_2 = step_keys(state.rng, state.step)
   inputs = batch_inputs(batch)
 
   def forward(params, route_key, dropout_key):

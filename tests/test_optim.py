@@ -67,7 +67,7 @@ def test_train_steps_change_only_routed_experts_with_adamw():
   checked = 0
   for i in range(4):
     before = traverse_util.flatten_dict(jax.device_get(state.params))
-    key = jax.random.split(jax.random.fold_in(state.rng, state.step), 4)[0]
+    key = train.step_keys(state.rng, state.step)[0]
     state, _ = step(state, frozen, batch)
     after = traverse_util.flatten_dict(jax.device_get(state.params))
     for path, value in after.items():
