@@ -7,28 +7,34 @@
 # weight 1), the same for both methods; length 64, mean pooling.
 #   bash benchmarks/adamix_vs_adapter.sh [ROOT]      (default benchmarks/workdirs)
 # Then `python -m benchmarks.quality --report_only --root=ROOT/<name> --section=...` renders
-# each table into RESULTS.md.
+# each table into RESULTS.md (with --run_curves: every run's dev curve).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 ROOT=${1:-benchmarks/workdirs}
 common=(--tasks=mrpc --max_length=64 --write=false)
 
-# 1. MRPC 3 epochs (the quality benchmark's setting), official expert updates.
+# 1. MRPC 3 epochs (the quality benchmark's setting), official expert updates; the adapter
+#    again beside it, for differences paired by seed.
 "$PY" -m benchmarks.quality "${common[@]}" --root="$ROOT/quality_mrpc3_official" \
-  --methods=adamix --seeds=1,2,3 --epochs=3 --set=model.pooling=mean,expert_updates=official
+  --methods=adamix,adapter --seeds=1,2,3 --epochs=3 \
+  --set=model.pooling=mean,expert_updates=official
 
-# 2. Experts per projection, E = 1 and 2 (E = 4 is run 1), seeds 1-2.
+# 2. The paper's regime: 20 epochs, gradients clipped at 1.0 as in the official runs; one
+#    seed of both methods at a time, so that paired differences come early.
+mrpc20() {
+  "$PY" -m benchmarks.quality "${common[@]}" --root="$ROOT/quality_mrpc20" \
+    --methods=adapter,adamix --seeds="$1" --epochs=20 \
+    --set=model.pooling=mean,expert_updates=official,grad_clip_norm=1.0
+}
+mrpc20 1
+
+# 3. Experts per projection, E = 1 and 2 (E = 4 is run 1), seeds 1-2.
 for e in 1 2; do
   "$PY" -m benchmarks.quality "${common[@]}" --root="$ROOT/quality_mrpc3_experts$e" \
     --methods=adamix --seeds=1,2 --epochs=3 \
     --set=model.pooling=mean,expert_updates=official,adapter.num_experts=$e
 done
 
-# 3. The paper's regime: 20 epochs, gradients clipped at 1.0 as in the official runs; one
-#    seed of both methods at a time, so that paired differences come early.
-for seed in 1 2 3; do
-  "$PY" -m benchmarks.quality "${common[@]}" --root="$ROOT/quality_mrpc20" \
-    --methods=adapter,adamix --seeds=$seed --epochs=20 \
-    --set=model.pooling=mean,expert_updates=official,grad_clip_norm=1.0
-done
+mrpc20 2
+mrpc20 3

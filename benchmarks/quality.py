@@ -82,6 +82,8 @@ flags.DEFINE_list('method_set', [], 'Overrides for one method, method:dotted=val
 flags.DEFINE_boolean('random_eval', True, 'Evaluate AdaMix runs again with random routing.')
 flags.DEFINE_enum('which', 'best', list(report.WHICH), "Table of each run's best or final "
                   'evaluation.')
+flags.DEFINE_boolean('run_curves', False, 'Also a dev-curve row for every run (method, '
+                     'seed), not only the mean over seeds.')
 flags.DEFINE_boolean('dry_run', False, 'Print the runs; train nothing.')
 flags.DEFINE_boolean('report_only', False, 'Only rebuild the table from finished runs.')
 flags.DEFINE_boolean('write', True, 'Update benchmarks/RESULTS.md.')
@@ -227,19 +229,28 @@ def dev_curves(root: Path) -> dict[str, dict[str, dict[int, list[float]]]]:
   read from the trained runs' metrics.jsonl (`eval/<metric>` lines)."""
   curves: dict[str, dict[str, dict[int, list[float]]]] = {}
   for folder, data in trained_runs(root):
-    log = folder / 'metrics.jsonl'
-    if not log.exists():
-      continue
-    key = f"eval/{data['selection_metric']}"
     per_step = curves.setdefault(data['task'], {}).setdefault(data['method'], {})
-    for number, line in enumerate(log.read_text().splitlines(), 1):
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f'{log}:{number}: not a JSON line ({e})') from None
-      if key in record:
-        per_step.setdefault(int(record['step']), []).append(float(record[key]))
+    for step, value in run_curve(folder, data).items():
+      per_step.setdefault(step, []).append(value)
   return curves
+
+
+def run_curve(folder: Path, data: dict[str, Any]) -> dict[int, float]:
+  """Evaluation step -> the run's selection metric, from its metrics.jsonl (empty when the
+  run has none)."""
+  log = folder / 'metrics.jsonl'
+  if not log.exists():
+    return {}
+  key = f"eval/{data['selection_metric']}"
+  curve = {}
+  for number, line in enumerate(log.read_text().splitlines(), 1):
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise ValueError(f'{log}:{number}: not a JSON line ({e})') from None
+    if key in record:
+      curve[int(record['step'])] = float(record[key])
+  return curve
 
 
 def dev_curve_tables(root: Path) -> str:
@@ -265,6 +276,76 @@ def dev_curve_tables(root: Path) -> str:
   return '\n'.join(out)
 
 
+def seed_scores(root: Path, which: str = 'best') -> dict[tuple[str, str], dict[int, float]]:
+  """(task, method) -> seed -> the selection metric ×100 of the run's best (or final)
+  evaluation; the random-routing re-evaluations as method `adamix [random]`."""
+  scores: dict[tuple[str, str], dict[int, float]] = {}
+  for path in sorted(root.rglob('results.json')):
+    data = json.loads(path.read_text())
+    method = data['method'] + (' [random]' if data.get('eval_mode') == 'random' else '')
+    value = data[which]['metrics'].get(data['selection_metric'])
+    if value is not None:
+      scores.setdefault((data['task'], method), {})[int(data['seed'])] = 100 * value
+  return scores
+
+
+def paired_tables(root: Path, which: str = 'best', baseline: str = 'adapter') -> str:
+  """Per task: each seed's score of `baseline` and of every mixture row trained with the
+  same seed, the paired differences (mixture − baseline) and their mean ± sample std."""
+  scores = seed_scores(root, which)
+  out = []
+  for task in report.order({t for t, _ in scores}, report.TASK_ORDER):
+    base = scores.get((task, baseline), {})
+    others = [m for m in report.order({m for t, m in scores if t == task} - {baseline},
+                                      report.METHOD_ORDER + ('adamix [random]',))
+              if set(scores[task, m]) & set(base)]
+    if not base or not others:
+      continue
+    seeds = sorted(set(base).intersection(*(scores[task, m] for m in others)))
+    rows, diffs = [], {m: [] for m in others}
+    for seed in seeds:
+      cells = [f'{base[seed]:.1f}']
+      for m in others:
+        d = scores[task, m][seed] - base[seed]
+        diffs[m].append(d)
+        cells += [f'{scores[task, m][seed]:.1f}', f'{d:+.1f}']
+      rows.append([seed, *cells])
+    summary = ['mean ± std', '']
+    for m in others:
+      mean, std = report.mean_std(diffs[m])
+      summary += ['', f'{mean:+.1f}' + (f' ± {std:.1f}' if std is not None else '')]
+    header = ['seed', baseline] + [c for m in others for c in (m, f'{m} − {baseline}')]
+    out.append(f"Paired by seed, {report.TASK_TITLES.get(task, task)} (selection metric ×100, "
+               f"{which} evaluation):\n\n" +
+               common.markdown_table(header, rows + [summary]))
+  return '\n'.join(out)
+
+
+def run_curve_tables(root: Path) -> str:
+  """Per task evaluated more than once: one row per run (method, seed) with the dev
+  selection metric ×100 at every evaluation."""
+  out = []
+  for task in report.order({d['task'] for _, d in trained_runs(root)}, report.TASK_ORDER):
+    rows, steps = [], set()
+    per_run = {}
+    for folder, data in trained_runs(root):
+      if data['task'] == task:
+        curve = per_run[data['method'], int(data['seed'])] = run_curve(folder, data)
+        steps |= set(curve)
+    if len(steps) < 2:
+      continue
+    steps = sorted(steps)
+    for method in report.order({m for m, _ in per_run}, report.METHOD_ORDER):
+      for seed in sorted(s for m, s in per_run if m == method):
+        curve = per_run[method, seed]
+        rows.append([method, seed, *[f'{100 * curve[s]:.1f}' if s in curve else '-'
+                                     for s in steps]])
+    out.append(f"Dev curve of each run, {report.TASK_TITLES.get(task, task)} (selection "
+               'metric ×100 at each evaluation step):\n\n' +
+               common.markdown_table(['method', 'seed', *map(str, steps)], rows))
+  return '\n'.join(out)
+
+
 SMOKE_STEPS = 10  # a --steps budget up to this only checks the pipeline
 
 
@@ -272,6 +353,8 @@ def render(root: Path, plan: dict[str, Any]) -> str:
   paths = report.write_report(root, root / 'report', FLAGS.which)
   table = paths['markdown'].read_text()
   curves = dev_curve_tables(root)
+  paired = paired_tables(root, FLAGS.which)
+  run_curves = run_curve_tables(root) if FLAGS.run_curves else ''
   if 0 < plan['steps'] <= SMOKE_STEPS:
     smoke = ('**Smoke test (`--steps` budget): checks the pipeline, not a quality '
              'measurement.**\n\n')
@@ -290,7 +373,9 @@ def render(root: Path, plan: dict[str, Any]) -> str:
       'config `benchmarks/quality_config.py` + `configs/presets.py`; AdaMix merged is the '
       'trained model served as one adapter, `adamix [random]` the same checkpoints '
       'evaluated with random routing.\n\n'
-      f'{table}\n{train_time_table(root)}' + (f'\n{curves}' if curves else ''))
+      f'{table}\n{train_time_table(root)}' + (f'\n{curves}' if curves else '') +
+      (f'\n{paired}' if paired else '') +
+      (f'\n{run_curves}' if FLAGS.run_curves and run_curves else ''))
 
 
 def main(argv):

@@ -213,3 +213,39 @@ def test_frozen_grad_dots_counts_weight_gradients_of_frozen_kernels_only():
       # Nested jaxprs (jit inside the step) are searched too.
       assert speed.frozen_grad_dots(trace(jax.jit(bad_step)), fwd, frozen, trainable) == 1
       """)
+
+
+def _fake_result(root: Path, method: str, seed: int, best: float, curve: dict[int, float],
+                 random: bool = False) -> None:
+  folder = root / 'mrpc' / ('adamix_random' if random else method) / f'seed_{seed}'
+  folder.mkdir(parents=True)
+  (folder / 'results.json').write_text(json.dumps(
+      {'task': 'mrpc', 'method': method, 'seed': seed,
+       'eval_mode': 'random' if random else 'merged', 'selection_metric': 'accuracy',
+       'best': {'step': 228, 'metrics': {'accuracy': best}},
+       'final': {'step': 228, 'metrics': {'accuracy': best}}}))
+  if not random:
+    (folder / 'metrics.jsonl').write_text(''.join(
+        json.dumps({'step': s, 'eval/accuracy': v}) + '\n' for s, v in curve.items()))
+
+
+def test_paired_table_gives_each_seeds_difference_and_their_mean_and_std(tmp_path):
+  _fake_result(tmp_path, 'adapter', 1, 0.75, {114: 0.70, 228: 0.75})
+  _fake_result(tmp_path, 'adapter', 2, 0.78, {114: 0.72, 228: 0.78})
+  _fake_result(tmp_path, 'adamix', 1, 0.74, {114: 0.69, 228: 0.74})
+  _fake_result(tmp_path, 'adamix', 2, 0.80, {114: 0.71, 228: 0.80})
+  _fake_result(tmp_path, 'adamix', 1, 0.72, {}, random=True)
+  _fake_result(tmp_path, 'adamix', 2, 0.79, {}, random=True)
+  _fake_result(tmp_path, 'adamix', 3, 0.90, {114: 0.9, 228: 0.9})  # no adapter seed 3
+  lines = quality.paired_tables(tmp_path).splitlines()
+  assert lines[0].startswith('Paired by seed, MRPC')
+  assert ('| seed | adapter | adamix | adamix − adapter | adamix [random] | '
+          'adamix [random] − adapter |') in lines
+  assert '| 1 | 75.0 | 74.0 | -1.0 | 72.0 | -3.0 |' in lines
+  assert '| 2 | 78.0 | 80.0 | +2.0 | 79.0 | +1.0 |' in lines
+  # Differences -1, +2: mean +0.5, sample std 2.1; -3, +1: mean -1.0, std 2.8.
+  assert '| mean ± std |  |  | +0.5 ± 2.1 |  | -1.0 ± 2.8 |' in lines
+  assert not any(line.startswith('| 3 |') for line in lines)
+  curves = quality.run_curve_tables(tmp_path).splitlines()
+  assert '| adamix | 2 | 71.0 | 80.0 |' in curves
+  assert '| adapter | 1 | 70.0 | 75.0 |' in curves
