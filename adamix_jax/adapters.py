@@ -13,6 +13,7 @@ import dataclasses
 from typing import Any, Callable
 
 import flax.linen as nn
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 
@@ -257,3 +258,16 @@ class LoRADense(nn.Module):
     h = nn.Dropout(cfg.lora_dropout)(x, deterministic=deterministic)
     update = (h.astype(self.dtype) @ a.astype(self.dtype)) @ b.astype(self.dtype)
     return y + update * (cfg.lora_alpha / cfg.lora_rank)
+
+
+def is_mixture_leaf(path: tuple[str, ...], adaptation: AdaptationConfig) -> bool:
+  """Whether the leaf at `path` is stacked over experts (has a leading expert axis)."""
+  kind = adaptation_param_kind(path)
+  return ((adaptation.kind == 'adamix' and kind == 'adapter') or
+          (adaptation.kind == 'adamix_lora' and kind == 'lora'))
+
+
+def mixture_leaves(params: Any, adaptation: AdaptationConfig) -> dict[tuple[str, ...], Any]:
+  """The stacked `[E, ...]` leaves of a mixture model, keyed by their flattened path."""
+  return {path: leaf for path, leaf in traverse_util.flatten_dict(params).items()
+          if is_mixture_leaf(path, adaptation)}

@@ -24,7 +24,7 @@ all); 'dots' keeps the outputs of the projections (matmuls without batch dimensi
 recomputes the rest (attention scores and probabilities, activations, dropout masks,
 LayerNorm). Values and gradients are those of 'none' (the dropout masks are redrawn
 from the same keys). On CPU the savings need XLA's memory-ordered scheduler
-(`train.CPU_MEMORY_SCHEDULER` in XLA_FLAGS).
+(`runs.CPU_MEMORY_SCHEDULER` in XLA_FLAGS).
 """
 
 from __future__ import annotations

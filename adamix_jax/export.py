@@ -17,7 +17,7 @@ import json
 import os
 from typing import Any
 
-import jax
+import ml_collections
 import jax.numpy as jnp
 import numpy as np
 from etils import epath
@@ -37,17 +37,18 @@ FORMAT_VERSION = 1
 _MERGED_METHOD = {'adamix': 'adapter', 'adamix_lora': 'lora'}
 
 
-def export_run(run: Any, params: Any, out_dir: str | os.PathLike, *,
+def export_run(params: Any, out_dir: str | os.PathLike, *, config: ml_collections.ConfigDict,
+               model: Model, task: TaskSpec, adaptation: AdaptationConfig,
                metrics: dict[str, float] | None = None,
                merged_adaptation: AdaptationConfig | None = None) -> epath.Path:
-  """Writes the trained tensors + export.json.
+  """Writes a trained run's tensors + export.json.
 
   Args:
     params: the run's parameters; for a mixture, merged here with the mean unless
       `merged_adaptation` says they were merged already (e.g. Fisher-weighted).
+    config: the run's config; model: its `model.Model`; task: its task; adaptation: what
+      it trained (the mixture's, before merging).
   """
-  config = run.config
-  adaptation = run.adaptation
   if merged_adaptation is not None:
     adaptation = merged_adaptation
   elif adaptation.is_mixture:
@@ -58,10 +59,9 @@ def export_run(run: Any, params: Any, out_dir: str | os.PathLike, *,
   flat = traverse_util.flatten_dict(params)
   flat_mask = traverse_util.flatten_dict(mask)
   tensors = {'/'.join(k): np.asarray(v, np.float32) for k, v in flat.items() if flat_mask[k]}
-  model = run.model
   return write_export(
       out_dir, tensors, base_checkpoint=str(config.model.checkpoint), method=config.method,
-      merged_method=method, adaptation=adaptation, task=run.task,
+      merged_method=method, adaptation=adaptation, task=task,
       max_length=int(config.data.max_length), dtype=str(config.model.dtype),
       head=model.head, label_word_ids=model.label_word_ids, pooling=model.pooling,
       # The prompt that renders inputs for a prompt-head model (None for a classifier).
@@ -141,7 +141,12 @@ def load_export(export_dir: str | os.PathLike, *, base_checkpoint: str | None = 
                                      num_labels=info['num_labels'],
                                      label_word_ids=tuple(info.get('label_word_ids', ())),
                                      pooling=info.get('pooling', 'cls'), dtype=dtype)
-  tensors = safetensors.numpy.load((epath.Path(export_dir) / TENSORS).read_bytes())
+  tensors_path = epath.Path(export_dir) / TENSORS
+  try:
+    tensors = safetensors.numpy.load(tensors_path.read_bytes())
+  except Exception as e:  # safetensors raises its own error types, naming no file
+    raise ValueError(f'{tensors_path}: not a readable safetensors file ({e}); the file may '
+                     'be truncated or of another format') from e
   # Every tensor export.json lists must be there: a missing one would stay at its random
   # initialisation and predict nonsense without a word.
   missing = sorted(set(info.get('shapes', {})) - set(tensors))

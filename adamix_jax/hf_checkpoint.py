@@ -227,9 +227,13 @@ def _load_safetensors(path: Path) -> dict[str, Any]:
   # Through torch when the checkpoint is bfloat16 (numpy has no bfloat16); numpy otherwise.
   from safetensors import safe_open  # pylint: disable=import-outside-toplevel
   out = {}
-  with safe_open(str(path), framework='flax') as f:
-    for k in f.keys():
-      out[k] = f.get_tensor(k)
+  try:
+    with safe_open(str(path), framework='flax') as f:
+      for k in f.keys():
+        out[k] = f.get_tensor(k)
+  except Exception as e:  # safetensors raises its own error types, naming no file
+    raise CheckpointError(f'{path}: not a readable safetensors file ({e}); the file may be '
+                          'truncated or of another format') from e
   return out
 
 

@@ -38,8 +38,7 @@ import ml_collections
 import optax
 from flax import traverse_util
 
-from adamix_jax import merging
-from adamix_jax.adapters import AdaptationConfig
+from adamix_jax.adapters import AdaptationConfig, mixture_leaves
 
 EXPERT_UPDATES = ('official', 'frozen', 'dense')
 # optax's AdamW (frozen / dense) decays these leaves.
@@ -226,7 +225,7 @@ def expert_paths(trainable: Any, adaptation: AdaptationConfig | None) -> set[Pat
   """Paths of the stacked mixture leaves with more than one expert."""
   if adaptation is None or not adaptation.is_mixture or trainable is None:
     return set()
-  return {p for p, leaf in merging.mixture_leaves(trainable, adaptation).items()
+  return {p for p, leaf in mixture_leaves(trainable, adaptation).items()
           if leaf.shape[0] > 1}
 
 

@@ -12,7 +12,6 @@ import dataclasses
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 # Static ids folded into the routing key. They are part of the reproducibility contract:
 # changing them changes which expert a given (seed, step) selects.

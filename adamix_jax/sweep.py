@@ -29,8 +29,9 @@ from etils import epath
 from flax import traverse_util
 import ml_collections
 
-from adamix_jax import methods as methods_lib, train
+from adamix_jax import config_fields, methods as methods_lib, train
 from adamix_jax.data.tasks import get_task
+from adamix_jax.runs import validate_config
 
 Preset = Callable[[ml_collections.ConfigDict, str], ml_collections.ConfigDict]
 
@@ -91,18 +92,6 @@ def config_file_for(task: str, base_file: str | Path, base_task: str) -> Path:
   return next((c for c in candidates if c.is_file()), base_file)
 
 
-def set_field(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
-  """Sets an existing config field by its dotted name ('adapter.num_experts')."""
-  *parents, leaf = dotted.split('.')
-  for name in parents:
-    if name not in config:
-      raise ValueError(f'{dotted}: no config field {name!r}')
-    config = config[name]
-  if leaf not in config:
-    raise ValueError(f'{dotted}: no config field {leaf!r}')
-  config[leaf] = value
-
-
 def plan(base_file: str | Path, root: str | os.PathLike, *, tasks: Sequence[str] | None,
          methods: Sequence[str] | None, seeds: Sequence[int],
          overrides: dict[str, Any] | None = None, preset: Preset | None = None) -> list[Run]:
@@ -139,9 +128,9 @@ def plan(base_file: str | Path, root: str | os.PathLike, *, tasks: Sequence[str]
         if preset is not None:
           config = preset(config, method)
         for field, value in overrides.items():
-          set_field(config, field, value)
+          config_fields.set_field(config, field, value)
         config.method, config.seed, config.data.task = method, int(seed), task
-        train.validate_config(config)  # fail before the first run, not in the middle
+        validate_config(config)  # fail before the first run, not in the middle
         runs.append(Run(task, method, int(seed),
                         epath.Path(root) / task / method / f'seed_{int(seed)}', config,
                         task_file))

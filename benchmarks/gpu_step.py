@@ -183,8 +183,7 @@ def lower_step(name: str, batch: Any, abstract: bool = False):
   trainable, frozen = methods.partition(params, methods.trainable_mask(params, method))
   tx, schedule = optim.make_optimizer(run_config, 1000, adaptation, trainable)
   with prng_impl(ablations):
-    make_state = lambda p: train.TrainState(step=jnp.zeros((), jnp.int32), params=p,
-                                            opt_state=tx.init(p), rng=jax.random.PRNGKey(2))
+    make_state = lambda p: train.create_train_state(p, tx, seed=2)
     state = jax.eval_shape(make_state, trainable) if abstract else make_state(trainable)
     lowered = jax.jit(functools.partial(
         train.train_step, model=model, tx=tx, schedule=schedule, consistency_weight=weight,

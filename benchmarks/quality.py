@@ -15,7 +15,7 @@ reduced budget; N ≤ 10 is labelled a smoke test). Runs go to ROOT/<task>/<meth
 AdaMix is reported twice from the same trained runs: merged (how it is trained to be
 served, `eval_mode='merged'`) and with random routing (`adamix [random]`): after training,
 the best and the final checkpoint of each AdaMix run are evaluated again by
-`train.evaluate` with `eval_mode='random'`, written to ROOT/<task>/adamix_random/seed_<seed>
+`evaluation.evaluate` with `eval_mode='random'`, written to ROOT/<task>/adamix_random/seed_<seed>
 /results.json, which `adamix_jax.report` shows as its own row.
 
 Resumable: a finished run (results.json) is skipped, an unfinished one resumes from its
@@ -42,12 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from absl import app, flags, logging
-import jax
-import jax.numpy as jnp
 import ml_collections
-import orbax.checkpoint as ocp
 
-from adamix_jax import methods, optim, report, sweep, train
+from adamix_jax import checkpoints, evaluation, methods, optim, report, runs, sweep, train
 from adamix_jax.data import readers
 from benchmarks import common
 from configs import presets
@@ -101,8 +98,8 @@ def check_data(data_dir: Path, tasks: list[str]) -> None:
   if missing:
     raise app.UsageError(
         'The quality benchmark reads the real GLUE files and some are missing:\n  ' +
-        '\n  '.join(missing) + f'\nPoint --data_dir at a glue_data/ folder (default '
-        f'../shared/data/glue beside the project root).')
+        '\n  '.join(missing) + '\nPoint --data_dir at a glue_data/ folder (default '
+        '../shared/data/glue beside the project root).')
 
 
 def budget() -> dict[str, Any]:
@@ -160,7 +157,7 @@ def check_plan(root: Path, plan: dict[str, Any]) -> None:
 
 def random_routing_eval(run: sweep.Run) -> Path | None:
   """Evaluates the best and final checkpoints of a finished AdaMix run with random routing
-  (`train.evaluate`, eval_mode='random'); writes ROOT/<task>/adamix_random/seed_<s>/
+  (`evaluation.evaluate`, eval_mode='random'); writes ROOT/<task>/adamix_random/seed_<s>/
   results.json in the trained run's format. Returns its path (None if already done)."""
   out_dir = run.workdir.parent.parent / RANDOM_DIR / run.workdir.name
   out = out_dir / 'results.json'
@@ -169,19 +166,16 @@ def random_routing_eval(run: sweep.Run) -> Path | None:
   trained = json.loads((run.workdir / 'results.json').read_text())
   config = ml_collections.ConfigDict(run.config.to_dict())
   config.eval_mode = 'random'
-  built, trainable = train.build_run(config, out_dir)
+  built, trainable = runs.build_run(config, out_dir)
   tx, _ = optim.make_optimizer(config, 1, built.adaptation, trainable)
-  abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, train.TrainState(
-      step=jnp.zeros((), jnp.int32), params=trainable, opt_state=tx.init(trainable),
-      rng=jax.random.PRNGKey(0)))
+  abstract = train.abstract_state(train.create_train_state(trainable, tx))
   evaluated = {}
   for which, folder, keep in (('best', 'best', 1),
                               ('final', 'checkpoints', config.max_checkpoints_to_keep)):
-    manager = train._checkpoint_manager(  # pylint: disable=protected-access
-        run.workdir / folder, keep, asynchronous=False)
-    state, _, _ = train.restore_checkpoint(manager, abstract)
+    manager = checkpoints.checkpoint_manager(run.workdir / folder, keep, asynchronous=False)
+    state, _, _ = checkpoints.restore(manager, abstract)
     step = int(state.step)
-    evaluated[which] = {'step': step, 'metrics': train.evaluate(
+    evaluated[which] = {'step': step, 'metrics': evaluation.evaluate(
         built, methods.combine(state.params, built.frozen), step=step)}
   results = {**trained, 'eval_mode': 'random', **evaluated,
              'evaluated_from': str(run.workdir)}

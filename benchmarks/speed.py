@@ -390,9 +390,7 @@ def bench(shape: str, length: int, config: EncoderConfig, shared: dict) -> dict[
           fwd(t, f, batch, jax.random.fold_in(key, next(counter)))))
       # The step donates its state: give it copies, not the shared backbone's leaves.
       own = jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), trainable)
-      state = train.TrainState(step=jnp.zeros((), jnp.int32), params=own,
-                               opt_state=tx.init(own),
-                               rng=jax.random.PRNGKey(2))  # its own: the state is donated
+      state = train.create_train_state(own, tx, seed=2)  # its own: the state is donated
       step_fn = functools.partial(
           train.train_step, model=model, tx=tx, schedule=schedule,
           consistency_weight=v.consistency_weight, regression=False)

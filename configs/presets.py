@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable
 
 import ml_collections
 
-from adamix_jax import methods, sweep
+from adamix_jax import config_fields, methods
 
 MIXTURES = ('adamix', 'adamix_lora')
 
@@ -92,7 +92,7 @@ def preset_with(per_method: dict[str, dict[str, Any]]
     config = method_preset(config, method)
     for key, value in per_method.get(method, {}).items():
       try:
-        sweep.set_field(config, key, value)
+        config_fields.set_field(config, key, value)
       except ValueError as e:
         raise ValueError(f'{method}:{e}') from None
     return config

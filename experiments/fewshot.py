@@ -14,7 +14,7 @@ table (final metrics) as Markdown, CSV and a plot. Finished runs are skipped on 
 
 from absl import app, flags
 
-from adamix_jax import distributed, report, sweep, train
+from adamix_jax import distributed, report, runs, sweep
 from adamix_jax.data import readers
 from configs.presets import parse_method_overrides, parse_value, preset_with
 
@@ -55,14 +55,14 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(f'--method_override: {e}') from None
   tasks = FLAGS.tasks or (ALL_TASKS if FLAGS.data_dir else BUNDLED_TASKS)
-  runs = []
+  planned = []
   for task in tasks:
-    runs += sweep.plan(f'configs/fewshot/{task}.py', FLAGS.workdir, tasks=[task],
+    planned += sweep.plan(f'configs/fewshot/{task}.py', FLAGS.workdir, tasks=[task],
                        methods=FLAGS.methods, seeds=[int(s) for s in FLAGS.seeds],
                        overrides=overrides, preset=preset)
   try:
-    check_data(runs)
-    outcome = sweep.run_sweep(runs)  # refuses stale runs before training any
+    check_data(planned)
+    outcome = sweep.run_sweep(planned)  # refuses stale runs before training any
   except ValueError as e:
     raise SystemExit(f'Error: {e}') from None
   paths = report.write_report(FLAGS.workdir, f'{FLAGS.workdir}/report', which='final')
@@ -72,16 +72,16 @@ def main(argv):
                      f"{[str(r.workdir) for r in outcome['failed']]}")
 
 
-def check_data(runs) -> None:
+def check_data(planned) -> None:
   """Reads every (task, seed)'s train split and eval files once, before anything trains, so
   that a missing or malformed file stops the sweep instead of failing its runs one by one."""
   problems, seen = [], set()
-  for run in runs:
+  for run in planned:
     if (run.task, run.seed) in seen:
       continue
     seen.add((run.task, run.seed))
     try:
-      data = train.data_config(run.config)  # the split folder of the run's seed
+      data = runs.data_config(run.config)  # the split folder of the run's seed
       for split in ('train', *readers.task_from_config(data).eval_splits):
         readers.load_examples(data, split)
     except (OSError, ValueError) as e:  # DataError is a ValueError

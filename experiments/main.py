@@ -10,6 +10,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from adamix_jax import distributed, train
+from experiments import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs, exports and results.')
@@ -22,9 +23,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   distributed.initialize_from_environment()
-  logging.info('Config:\n%s', FLAGS.config)
+  logging.vlog(1, 'Config:\n%s', FLAGS.config)  # written to WORKDIR/config.json as well
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(cli.main(main, (train.NonFiniteLossError,)))

@@ -13,6 +13,7 @@ from absl import app, flags
 
 from adamix_jax import train
 from configs import quickstart
+from experiments import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', 'workdirs/quickstart', 'Where checkpoints, logs and the export go.')
@@ -44,4 +45,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(cli.main(main, (train.NonFiniteLossError,)))

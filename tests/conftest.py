@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from pathlib import Path
+import shutil
+import tempfile
 
 # Keep tests off the network and quiet.
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_VERBOSITY', 'error')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+# One XLA compilation cache for the whole test run, shared with the subprocesses it starts:
+# the same train step or evaluation compiled by another test (or another process) is read
+# back instead of compiled again. Fresh for every run (removed at exit); set before JAX is
+# imported. A cache dir set by the caller is used as is.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix='adamix-jax-xla-cache-')
+  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 
 import pytest  # noqa: E402
 

@@ -21,7 +21,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import traverse_util  # noqa: E402
 
-from adamix_jax import train  # noqa: E402
+from adamix_jax import checkpoints, runs, train  # noqa: E402
 from configs import tiny  # noqa: E402
 
 
@@ -46,23 +46,23 @@ def run(checkpoint: str, workdir: Path, data: int, fsdp: int) -> dict:
   config.mesh.data, config.mesh.fsdp = data, fsdp
   config.export = True  # every process takes part in the export; the first one writes it
   captured = {}
-  original = train.build_run
+  original = runs.build_run
 
   def build_run(cfg, wd):
     run_, trainable = original(cfg, wd)
     captured['run'] = run_
     return run_, trainable
 
-  train.build_run = build_run
+  runs.build_run = build_run
   try:
     results = train.train_and_evaluate(config, workdir)
   finally:
-    train.build_run = original
+    runs.build_run = original
   run_ = captured['run']
   losses = [json.loads(l)['train/loss'] for l in (workdir / 'metrics.jsonl').read_text()
             .splitlines() if 'train/loss' in l] if (workdir / 'metrics.jsonl').exists() else []
   # Final trainable parameters, from the last checkpoint.
-  manager = train._checkpoint_manager(workdir / 'checkpoints', 2)
+  manager = checkpoints.checkpoint_manager(workdir / 'checkpoints', 2)
   step = manager.latest_step()
   replicated = jax.sharding.NamedSharding(run_.mesh, jax.sharding.PartitionSpec())
   metadata = manager.item_metadata(step)['state']

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adamix_jax import train
+from adamix_jax import runs
 from adamix_jax.data import readers
 
 CONFIGS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / 'configs').glob('*.py')
@@ -17,8 +17,8 @@ CONFIGS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / 'configs
 @pytest.mark.parametrize('name', CONFIGS)
 def test_config_builds_and_validates(name):
   config = importlib.import_module(f'configs.{name}').get_config()
-  train.validate_config(config)
-  train.adaptation_from_config(config)
+  runs.validate_config(config)
+  runs.adaptation_from_config(config)
   readers.task_from_config(config.data)
 
 

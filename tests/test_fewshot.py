@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from adamix_jax import report, sweep, train
+from adamix_jax import report, runs, sweep, train
 from configs.fewshot import sst2
 from configs.presets import method_preset
 
@@ -41,16 +41,16 @@ def test_fewshot_protocol_every_method_two_seeds_report(tiny_mlm_checkpoint, tmp
 def test_fewshot_seed_follows_run_seed():
   config = sst2.get_config()
   config.seed = 4
-  assert train.data_config(config).fewshot_seed == 4
+  assert runs.data_config(config).fewshot_seed == 4
   config.data.fewshot_seed = 2
-  assert train.data_config(config).fewshot_seed == 2
+  assert runs.data_config(config).fewshot_seed == 2
 
 
 def test_prompt_head_with_head_only_is_refused(tiny_mlm_checkpoint):
   config = sst2.get_config()
   config.method = 'head_only'
   with pytest.raises(ValueError, match='trains nothing'):
-    train.validate_config(config)
+    runs.validate_config(config)
 
 
 def test_encoder_only_checkpoint_cannot_prompt(tiny_checkpoint, tmp_path):

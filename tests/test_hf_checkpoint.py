@@ -194,3 +194,13 @@ def test_params_to_hf_round_trip(tmp_path):
   assert set(back) == expected
   for k in expected:
     np.testing.assert_array_equal(back[k], ref[k], err_msg=k)
+
+
+def test_truncated_safetensors_is_refused_naming_the_file(tmp_path):
+  path = save_tiny_checkpoint(tmp_path / 'ckpt', 'bert')
+  weights = path / 'model.safetensors'
+  data = weights.read_bytes()
+  weights.write_bytes(data[:len(data) // 2])
+  with pytest.raises(CheckpointError, match=r'model\.safetensors: not a readable safetensors '
+                                            r'file .*truncated'):
+    hf_checkpoint.load_pretrained(str(path))

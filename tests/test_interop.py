@@ -21,7 +21,7 @@ import pytest
 from flax import traverse_util
 from safetensors.numpy import load_file, save_file
 
-from adamix_jax import export, hf_checkpoint, merging, methods, train
+from adamix_jax import export, hf_checkpoint, merging, methods, runs, train
 from adamix_jax.adapters import AdaptationConfig, adaptation_param_kind
 from adamix_jax.data import readers
 from adamix_jax.interop import InteropError, hf_export, peft_io
@@ -473,7 +473,6 @@ def test_training_continues_from_a_peft_adapter(tiny_checkpoint, tmp_path):
   import torch
   import transformers
   from peft import LoraConfig, get_peft_model
-  from adamix_jax import train
   from configs import tiny
   torch.manual_seed(0)
   base = transformers.AutoModelForSequenceClassification.from_pretrained(tiny_checkpoint)
@@ -488,7 +487,7 @@ def test_training_continues_from_a_peft_adapter(tiny_checkpoint, tmp_path):
   config.model.peft_adapter = str(tmp_path / 'adapter')
   config.method = 'lora'
   config.adapter.lora_rank, config.adapter.lora_alpha = 2, 4.0
-  _, trainable = train.build_run(config, tmp_path / 'run')
+  _, trainable = runs.build_run(config, tmp_path / 'run')
   query = trainable['backbone']['layer_1']['attention']['self']['query']
   ref = dict(peft_model.named_parameters())
   prefix = 'base_model.model.bert.encoder.layer.1.attention.self.query'

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from adamix_jax import merging
+from adamix_jax import adapters, fisher, merging
 from adamix_jax.adapters import AdaptationConfig, LoRADense
 from adamix_jax.routing import Routing
 from tiny_models import CONFIG, batch, logits, make
@@ -175,7 +175,7 @@ def test_weighted_merge_is_elementwise_fisher_average():
   adaptation = ADAMIX_FFN
   _, params = make(adaptation)
   params = _perturbed(params)
-  mixture = merging.mixture_leaves(params, adaptation)
+  mixture = adapters.mixture_leaves(params, adaptation)
   rng = np.random.RandomState(0)
   weights = {p: rng.rand(*v.shape).astype(np.float32) for p, v in mixture.items()}
   merged, _ = merging.merge_experts(params, adaptation,
@@ -201,12 +201,12 @@ def test_diagonal_fisher_is_mean_squared_per_example_gradient_of_each_expert():
   adaptation = AdaptationConfig(kind='adamix', adapter_size=2, num_experts=2)  # up shared
   model, params = make(adaptation, config=ONE_LAYER)
   b = dict(batch(size=3), weights=jnp.array([1.0, 1.0, 0.0]))
-  fisher = merging.diagonal_fisher(merging.log_likelihood_fn(model, regression=False), params,
-                                   adaptation, [b])
-  flat_fisher = traverse_util.flatten_dict(fisher)
-  assert flat_fisher.keys() == merging.mixture_leaves(params, adaptation).keys()
+  estimate = fisher.diagonal_fisher(fisher.log_likelihood_fn(model, regression=False), params,
+                                     adaptation, [b])
+  flat_fisher = traverse_util.flatten_dict(estimate)
+  assert flat_fisher.keys() == adapters.mixture_leaves(params, adaptation).keys()
 
-  log_likelihood = merging.log_likelihood_fn(model, regression=False)
+  log_likelihood = fisher.log_likelihood_fn(model, regression=False)
   per_expert = []
   for k in range(2):
     # One example at a time, with its own (batch-of-one) gradient.
@@ -228,12 +228,12 @@ def test_fisher_merge_returns_the_plain_tree():
   adaptation = AdaptationConfig(kind='adamix', adapter_size=2, num_experts=2)
   model, params = make(adaptation, num_labels=1, config=ONE_LAYER)
   b = batch(size=2, num_labels=1)
-  merged, merged_adaptation = merging.fisher_merge(model, _perturbed(params), iter([b, b, b]),
+  merged, merged_adaptation = fisher.fisher_merge(model, _perturbed(params), iter([b, b, b]),
                                                    regression=True, num_batches=1)
   _, plain_init = make(merged_adaptation, num_labels=1, config=ONE_LAYER)
   chex.assert_trees_all_equal_shapes_and_dtypes(merged, plain_init)
   with pytest.raises(ValueError, match='mixture'):
-    merging.diagonal_fisher(lambda *a: None, plain_init, merged_adaptation, [b])
+    fisher.diagonal_fisher(lambda *a: None, plain_init, merged_adaptation, [b])
 
 
 def test_fisher_compiles_once_per_model_with_parameters_as_arguments():
@@ -243,12 +243,12 @@ def test_fisher_compiles_once_per_model_with_parameters_as_arguments():
   model, params = make(adaptation, num_labels=1, config=ONE_LAYER)
   b = batch(size=2, num_labels=1)
   for scale in (1.0, 2.0):  # two evaluations: other parameters, same shapes
-    merging.fisher_merge(model, jax.tree_util.tree_map(lambda x: x * scale, params), [b],
+    fisher.fisher_merge(model, jax.tree_util.tree_map(lambda x: x * scale, params), [b],
                          regression=True)
-  fn = merging._squared_grads_fn(merging.log_likelihood_fn(model, regression=True))
+  fn = merging._squared_grads_fn(fisher.log_likelihood_fn(model, regression=True))
   assert fn._cache_size() == adaptation.num_experts  # one per expert index, not per call
   flat = traverse_util.flatten_dict(params)
-  mixture = merging.mixture_leaves(params, adaptation)
+  mixture = adapters.mixture_leaves(params, adaptation)
   rest = {p: v for p, v in flat.items() if p not in mixture}
   traced = fn.trace(mixture, rest, {k: jnp.asarray(v) for k, v in b.items()},
                     Routing(expert=0))

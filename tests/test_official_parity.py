@@ -146,8 +146,7 @@ def _config(expert_updates: str) -> ml_collections.ConfigDict:
 def _train_ours(model, trainable, frozen, adaptation, batches, expert_updates):
   config = _config(expert_updates)
   tx, schedule = optim.make_optimizer(config, STEPS, adaptation, trainable)
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=trainable,
-                           opt_state=tx.init(trainable), rng=jax.random.PRNGKey(7))
+  state = train.create_train_state(trainable, tx, seed=7)
   step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, schedule=schedule,
                                    consistency_weight=1.0, regression=False))
   routes = []

@@ -59,8 +59,7 @@ def test_train_steps_change_only_routed_experts_with_adamw():
   mask = methods.trainable_mask(params, 'adamix')
   trainable, frozen = methods.partition(params, mask)
   tx, schedule = optim.make_optimizer(_opt_config(), 10, adaptation, trainable)
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=trainable,
-                           opt_state=tx.init(trainable), rng=jax.random.PRNGKey(3))
+  state = train.create_train_state(trainable, tx, seed=3)
   step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, schedule=schedule,
                                    consistency_weight=0.0, regression=False))
   batch = tiny_models.batch(num_labels=3)

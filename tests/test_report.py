@@ -27,7 +27,7 @@ PARAMS = {
     'adamix': {'trainable_backbone': 1_200_000, 'trainable_backbone_pct': 0.968,
                'merged_trainable_backbone': 300_000, 'merged_trainable_backbone_pct': 0.242},
 }
-# task -> metric keys as train.evaluate writes them (MNLI: two eval splits).
+# task -> metric keys as evaluation.evaluate writes them (MNLI: two eval splits).
 KEYS = {'sst2': ('accuracy',), 'mrpc': ('accuracy', 'f1', 'combined'),
         'mnli': ('dev_matched/accuracy', 'dev_mismatched/accuracy'), 'rte': ('accuracy',)}
 # method -> task -> per seed, the metric values in KEYS order (combined is computed).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,8 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from adamix_jax import export, hf_checkpoint, methods, optim, train
+from adamix_jax import (checkpoints, evaluation, export, hf_checkpoint, methods, metric_logs,
+                        optim, runs, sharding, train)
 from adamix_jax.model import from_pretrained
 from configs import tiny
 
@@ -37,14 +39,11 @@ def _config(checkpoint, **overrides):
 
 def _final_params(workdir: Path, config):
   """The trainable parameters of the latest checkpoint in `workdir`."""
-  run, trainable = train.build_run(config, workdir)
+  run, trainable = runs.build_run(config, workdir)
   tx, _ = optim.make_optimizer(config, 10, run.adaptation, trainable)
-  state = train.TrainState(step=np.zeros((), np.int32), params=trainable,
-                           opt_state=tx.init(trainable), rng=jax.random.PRNGKey(0))
-  manager = train._checkpoint_manager(workdir / 'checkpoints', 2)
-  abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype),
-                                    state)
-  restored, _, _ = train.restore_checkpoint(manager, abstract)
+  state = train.create_train_state(trainable, tx)
+  manager = checkpoints.checkpoint_manager(workdir / 'checkpoints', 2)
+  restored, _, _ = checkpoints.restore(manager, train.abstract_state(state))
   return restored.params, run
 
 
@@ -83,9 +82,9 @@ def test_export_reload_reproduces_eval_metrics(trained):
   assert tensors['backbone/layer_0/output/adapter/down_kernel'] == [32, 4]
   assert all(k.startswith('classifier/') or '/adapter/' in k for k in tensors)
   model, params, _ = export.load_export(workdir / 'export')
-  run, _ = train.build_run(config, workdir)
+  run, _ = runs.build_run(config, workdir)
   run.model, run.adaptation = model, model.adaptation
-  again = train.evaluate(run, params, step=results['best']['step'])
+  again = evaluation.evaluate(run, params, step=results['best']['step'])
   assert again == pytest.approx(results['best']['metrics'], abs=1e-9)
 
 
@@ -100,18 +99,22 @@ def test_export_missing_a_tensor_is_refused(trained, tmp_path):
   save_file(tensors, str(copy / export.TENSORS))
   with pytest.raises(ValueError, match=rf'lacks tensors that export.json lists \(1\): {dropped}'):
     export.load_export(copy)
+  data = (copy / export.TENSORS).read_bytes()
+  (copy / export.TENSORS).write_bytes(data[:len(data) // 2])
+  with pytest.raises(ValueError, match=rf'{export.TENSORS}: not a readable safetensors file'):
+    export.load_export(copy)
 
 
 def test_repeated_evaluation_reuses_the_compiled_predict(trained):
   config, workdir, results = trained
   final, run = _final_params(workdir, config)
   params = methods.combine(final, run.frozen)
-  first = train.evaluate(run, params, step=0)
-  compiled = train._predict._cache_size()
+  first = evaluation.evaluate(run, params, step=0)
+  compiled = evaluation._predict._cache_size()
   assert compiled >= 1
   for step in (1, 2):
-    assert train.evaluate(run, params, step=step) == first
-  assert train._predict._cache_size() == compiled
+    assert evaluation.evaluate(run, params, step=step) == first
+  assert evaluation._predict._cache_size() == compiled
 
 
 def test_train_step_and_evaluation_import_without_tensorflow():
@@ -144,7 +147,7 @@ def test_resume_after_interruption_is_bit_identical(tiny_checkpoint, tmp_path, m
                                                     trained):
   config, reference_dir, reference = trained
   calls = {'n': 0}
-  original = train._put_batch
+  original = sharding.put_batch
 
   def interrupt_at_step_5(batch, mesh):
     calls['n'] += 1
@@ -185,9 +188,35 @@ def test_sigkill_and_rerun_same_command_ends_like_uninterrupted(tiny_checkpoint,
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert not (tmp_path / 'results.json').exists(), 'the run finished before it was killed'
-  subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
+  rerun = subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
   resumed = json.loads((tmp_path / 'results.json').read_text())
   assert resumed['final'] == reference['final']
+  # The console: the project's lines only (other libraries' INFO is dropped): resuming,
+  # one progress line per log interval, one line per evaluation.
+  output = (rerun.stdout + rerun.stderr).splitlines()
+  assert any('Resumed from' in line for line in output)
+  assert any(re.search(r'step 6/6 · [0-9.]+ steps/s · ETA \S+ · loss [0-9.]+ · lr ', line)
+             for line in output), output
+  assert any(re.search(r'step 6 eval \(merged\): accuracy [0-9.]+', line) for line in output)
+  for noise in ('checkpoint_manager.py', 'logging_writer.py', 'xla_bridge', 'oneDNN'):
+    assert not any(noise in line for line in output), (noise, output)
+  assert len(output) < 25, output
+
+
+def test_cli_reports_a_refused_config_in_one_line_without_traceback(tmp_path):
+  cmd = [sys.executable, '-m', 'experiments.main', '--config=configs/tiny.py',
+         '--config.model.checkpoint=unused', f'--workdir={tmp_path / "run"}',
+         '--config.learning_rate=nan']
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  quiet = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+  assert quiet.returncode == 1
+  assert quiet.stderr.strip().splitlines()[-1] == (
+      'error: config.learning_rate=nan must be a finite number > 0')
+  assert 'Traceback' not in quiet.stderr + quiet.stdout
+  assert not (tmp_path / 'run').exists()
+  verbose = subprocess.run(cmd + ['--verbosity=1'], cwd=ROOT, env=env, capture_output=True,
+                           text=True)
+  assert verbose.returncode != 0 and 'Traceback' in verbose.stderr
 
 
 @pytest.mark.parametrize('override, message', [
@@ -211,7 +240,7 @@ def test_bad_config_fails_before_writing(tiny_checkpoint, tmp_path, override, me
 
 
 def test_fused_attention_reaches_the_trained_model(tiny_checkpoint, tmp_path):
-  run, _ = train.build_run(_config(tiny_checkpoint, **{'model.attention': 'fused'}), tmp_path)
+  run, _ = runs.build_run(_config(tiny_checkpoint, **{'model.attention': 'fused'}), tmp_path)
   assert run.model.attention == 'fused'
 
 
@@ -220,26 +249,50 @@ def test_checkpoint_directory_without_config_is_named_before_the_tokenizer(tiny_
   empty = tmp_path / 'not_a_checkpoint'
   empty.mkdir()
   with pytest.raises(hf_checkpoint.CheckpointError, match='not_a_checkpoint holds no config.json'):
-    train.build_run(_config(tiny_checkpoint, **{'model.checkpoint': str(empty)}), tmp_path / 'w')
+    runs.build_run(_config(tiny_checkpoint, **{'model.checkpoint': str(empty)}), tmp_path / 'w')
 
 
 def test_remat_reaches_the_trained_model(tiny_checkpoint, tmp_path, monkeypatch, caplog):
   # On CPU it needs the memory-ordered scheduler at start-up: said when XLA_FLAGS lacks it.
   monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=1')
   with caplog.at_level('WARNING'):
-    run, _ = train.build_run(_config(tiny_checkpoint, **{'model.remat': 'dots'}), tmp_path)
+    run, _ = runs.build_run(_config(tiny_checkpoint, **{'model.remat': 'dots'}), tmp_path)
   assert run.model.remat == 'dots'
-  assert train.CPU_MEMORY_SCHEDULER in caplog.text
+  assert runs.CPU_MEMORY_SCHEDULER in caplog.text
   caplog.clear()
-  monkeypatch.setenv('XLA_FLAGS', train.CPU_MEMORY_SCHEDULER)
+  monkeypatch.setenv('XLA_FLAGS', runs.CPU_MEMORY_SCHEDULER)
   with caplog.at_level('WARNING'):
-    train.build_run(_config(tiny_checkpoint, **{'model.remat': 'dots'}), tmp_path)
-  assert train.CPU_MEMORY_SCHEDULER not in caplog.text
+    runs.build_run(_config(tiny_checkpoint, **{'model.remat': 'dots'}), tmp_path)
+  assert runs.CPU_MEMORY_SCHEDULER not in caplog.text
 
 
 def test_batch_not_divisible_by_devices(tiny_checkpoint, tmp_path):
   with pytest.raises(ValueError, match='not divisible by the 8 devices'):
-    train.validate_config(_config(tiny_checkpoint, batch_size=12), num_devices=8)
+    runs.validate_config(_config(tiny_checkpoint, batch_size=12), num_devices=8)
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('learning_rate', float('nan'), r'config\.learning_rate=nan must be a finite number > 0'),
+    ('learning_rate', 0.0, r'config\.learning_rate=0\.0 must be a finite number > 0'),
+    ('learning_rate', float('inf'), r'learning_rate=inf'),
+    ('weight_decay', -0.1, r'config\.weight_decay=-0\.1 must be a finite number >= 0'),
+    ('consistency_weight', float('nan'), r'consistency_weight=nan'),
+    ('grad_clip_norm', -1.0, r'grad_clip_norm=-1\.0'),
+    ('adam_eps', 0.0, r'adam_eps=0\.0'),
+    ('adam_b2', 1.0, r'config\.adam_b2=1\.0 must be in \[0, 1\)'),
+    ('warmup_ratio', 1.5, r'config\.warmup_ratio=1\.5 must be in \[0, 1\]'),
+    ('eval_expert', 3, r'config\.eval_expert=3 is out of range: config\.adapter\.num_experts=3'),
+])
+def test_bad_optimizer_and_evaluation_settings_are_refused_before_training(
+    tiny_checkpoint, field, value, message):
+  config = _config(tiny_checkpoint, **{field: value, 'eval_mode': 'expert'})
+  with pytest.raises(ValueError, match=message):
+    runs.validate_config(config)
+
+
+def test_good_edge_settings_pass_validation(tiny_checkpoint):
+  runs.validate_config(_config(tiny_checkpoint, warmup_ratio=1.0, weight_decay=0.0,
+                               eval_mode='expert', eval_expert=2))
 
 
 def test_foreign_checkpoint_is_refused_and_kept(trained, tiny_checkpoint):
@@ -263,10 +316,10 @@ def test_fisher_merge_is_used_for_evaluation_and_export(tiny_checkpoint, tmp_pat
   config = _config(tiny_checkpoint, merge='fisher', fisher_batches=2, num_train_steps=2,
                    eval_every_steps=2)
   results = train.train_and_evaluate(config, tmp_path)
-  run, trainable = train.build_run(config, tmp_path)
+  run, trainable = runs.build_run(config, tmp_path)
   final, _ = _final_params(tmp_path, config)
   params = methods.combine(final, run.frozen)
-  fisher_params, _ = train.merge_for_inference(run, params)
+  fisher_params, _ = evaluation.merge_for_inference(run, params)
   from adamix_jax import merging
   mean_params, _ = merging.merge_experts(params, run.adaptation)
   key = ('backbone', 'layer_0', 'output', 'adapter', 'down_kernel')
@@ -275,7 +328,7 @@ def test_fisher_merge_is_used_for_evaluation_and_export(tiny_checkpoint, tmp_pat
   model, exported, _ = export.load_export(tmp_path / 'export')
   np.testing.assert_allclose(traverse_util.flatten_dict(exported)[key], flat_f[key],
                              rtol=1e-6)  # ...is what was exported
-  assert train.evaluate(run, params, step=2) == pytest.approx(results['final']['metrics'])
+  assert evaluation.evaluate(run, params, step=2) == pytest.approx(results['final']['metrics'])
 
 
 def test_best_evaluation_with_nan_scores():
@@ -284,7 +337,7 @@ def test_best_evaluation_with_nan_scores():
   def pick(values):
     best = {'value': float('-inf'), 'step': -1}
     for step, value in enumerate(values, 1):
-      if train.is_new_best(value, best):
+      if evaluation.is_new_best(value, best):
         best = {'value': value, 'step': step}
     return best['step']
 
@@ -315,7 +368,7 @@ def test_gs_run_directories_keep_their_scheme(tmp_path, monkeypatch):
     run = epath.Path('gs://bucket/run')
     assert str(run / 'export') == 'gs://bucket/run/export'
     run.mkdir(parents=True)
-    jsonl = train._JsonlWriter(run / 'metrics.jsonl', True)
+    jsonl = metric_logs.JsonlWriter(run / 'metrics.jsonl', True)
     jsonl.write(1, {'loss': 0.5})
     jsonl.write(2, {'loss': 0.25})
     jsonl.truncate_after(1)

@@ -39,7 +39,8 @@ from flax import traverse_util
 from safetensors.numpy import load_file, save_file
 
 from adamix_jax import hf_checkpoint, merging, methods
-from adamix_jax.adapters import LORA_TARGETS, AdaptationConfig, adaptation_param_kind
+from adamix_jax.adapters import (LORA_TARGETS, AdaptationConfig, adaptation_param_kind,
+                                 is_mixture_leaf)
 from adamix_jax.encoder import EncoderConfig
 from adamix_jax.interop import InteropError
 from adamix_jax.interop.hf_export import base_model_name, check_classifier
@@ -364,7 +365,7 @@ def overlay_peft(params: Any, adaptation: AdaptationConfig, config: EncoderConfi
     if path not in flat:
       raise InteropError(f'{adapter.source}: {entry.key} ({name}) has no place in the model')
     leaf = flat[path]
-    stacked = merging.is_mixture_leaf(path, adaptation)
+    stacked = is_mixture_leaf(path, adaptation)
     expected = tuple(leaf.shape[1:] if stacked else leaf.shape)
     if entry.value.shape != expected:
       stored = expected[::-1] if entry.transpose else expected
