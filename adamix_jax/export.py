@@ -24,7 +24,7 @@ from etils import epath
 from flax import traverse_util
 import safetensors.numpy
 
-from adamix_jax import merging, methods
+from adamix_jax import merging, methods, registry
 from adamix_jax.adapters import AdaptationConfig
 from adamix_jax.data.tasks import TaskSpec
 from adamix_jax.model import Model, from_pretrained
@@ -34,7 +34,6 @@ INFO = 'export.json'
 FORMAT_VERSION = 1
 
 # After merging, a mixture method's trainable set is that of its plain counterpart.
-_MERGED_METHOD = {'adamix': 'adapter', 'adamix_lora': 'lora'}
 
 
 def export_run(params: Any, out_dir: str | os.PathLike, *, config: ml_collections.ConfigDict,
@@ -54,7 +53,7 @@ def export_run(params: Any, out_dir: str | os.PathLike, *, config: ml_collection
   elif adaptation.is_mixture:
     params, adaptation = merging.merge_experts(params, adaptation,
                                                lora_merge=config.lora_merge)
-  method = _MERGED_METHOD.get(config.method, config.method)
+  method = registry.get(config.method).merged
   mask = methods.trainable_mask(params, method, train_layer_norm=config.train_layer_norm)
   flat = traverse_util.flatten_dict(params)
   flat_mask = traverse_util.flatten_dict(mask)

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from adamix_jax import merging
+from adamix_jax import merging, registry
 from adamix_jax import model as model_lib
 from adamix_jax.adapters import AdaptationConfig, adaptation_param_kind
 from adamix_jax.encoder import EncoderConfig
@@ -32,17 +32,10 @@ from adamix_jax.encoder import EncoderConfig
 Params = dict[str, Any]
 Path = tuple[str, ...]
 
-METHODS = ('adamix', 'adamix_lora', 'adapter', 'lora', 'bitfit', 'full', 'head_only')
-METHOD_KINDS = {'adamix': 'adamix', 'adamix_lora': 'adamix_lora', 'adapter': 'adapter',
-                'lora': 'lora', 'bitfit': 'none', 'full': 'none', 'head_only': 'none'}
+METHODS = registry.NAMES
 # Placement aliases: Pfeiffer's adapter sits after the feed-forward block only.
 PLACEMENT_ALIASES = {'pfeiffer': 'ffn'}
 LAYER_NORMS = ('LayerNorm', 'layer_norm')
-
-
-def _check_method(method: str) -> None:
-  if method not in METHODS:
-    raise ValueError(f'Unknown method {method!r}; supported: {METHODS}')
 
 
 def adaptation_for(method: str, **fields: Any) -> AdaptationConfig:
@@ -53,11 +46,10 @@ def adaptation_for(method: str, **fields: Any) -> AdaptationConfig:
     **fields: other `AdaptationConfig` fields (adapter_size, num_experts, lora_rank, ...);
       `placement='pfeiffer'` is accepted for 'ffn'.
   """
-  _check_method(method)
-  if 'kind' in fields and fields['kind'] != METHOD_KINDS[method]:
-    raise ValueError(f'method {method!r} uses kind {METHOD_KINDS[method]!r}, not '
-                     f'{fields["kind"]!r}')
-  fields = dict(fields, kind=METHOD_KINDS[method])
+  kind = registry.get(method).kind
+  if 'kind' in fields and fields['kind'] != kind:
+    raise ValueError(f'method {method!r} uses kind {kind!r}, not {fields["kind"]!r}')
+  fields = dict(fields, kind=kind)
   if 'placement' in fields:
     fields['placement'] = PLACEMENT_ALIASES.get(fields['placement'], fields['placement'])
   return AdaptationConfig(**fields)
@@ -77,21 +69,18 @@ def is_layer_norm(path: Path) -> bool:
   return any(name in LAYER_NORMS for name in path[:-1])
 
 
-def _trainable(path: Path, method: str, train_layer_norm: bool) -> bool:
-  if is_head(path) or method == 'full':
+def _trainable(path: Path, trains: str, train_layer_norm: bool) -> bool:
+  if is_head(path) or trains == 'everything':
     return True
   if is_mlm_head(path):
     return False
   if train_layer_norm and is_layer_norm(path):
     return True
-  kind = adaptation_param_kind(path)
-  if method in ('adamix', 'adapter'):
-    return kind == 'adapter'
-  if method in ('adamix_lora', 'lora'):
-    return kind == 'lora'
-  if method == 'bitfit':
+  if trains in ('adapter', 'lora'):
+    return adaptation_param_kind(path) == trains
+  if trains == 'bias':
     return path[-1] == 'bias'
-  return False  # head_only
+  return False  # 'nothing': the head only
 
 
 def trainable_mask(params: Params, method: str, *, train_layer_norm: bool = False) -> Params:
@@ -106,15 +95,14 @@ def trainable_mask(params: Params, method: str, *, train_layer_norm: bool = Fals
     ValueError: the method's adapters / LoRA factors are absent from `params` (a model built
       with another adaptation).
   """
-  _check_method(method)
+  trains = registry.get(method).trains
   flat = traverse_util.flatten_dict(params)
-  needs = {'adamix': 'adapter', 'adapter': 'adapter', 'adamix_lora': 'lora',
-           'lora': 'lora'}.get(method)
-  if needs and not any(adaptation_param_kind(p) == needs for p in flat):
-    raise ValueError(f'method {method!r} trains {needs} parameters but the model has none: '
+  if trains in ('adapter', 'lora') and not any(adaptation_param_kind(p) == trains
+                                                for p in flat):
+    raise ValueError(f'method {method!r} trains {trains} parameters but the model has none: '
                      f'build it with methods.adaptation_for({method!r}).')
   return traverse_util.unflatten_dict(
-      {p: _trainable(p, method, train_layer_norm) for p in flat})
+      {p: _trainable(p, trains, train_layer_norm) for p in flat})
 
 
 def partition(params: Params, mask: Params) -> tuple[Params, Params]:
@@ -186,9 +174,9 @@ def parameter_report(params: Params, method: str, adaptation: AdaptationConfig, 
     train_layer_norm: as in `trainable_mask`.
     lora_merge: as in `merging.merge_experts`.
   """
-  _check_method(method)
-  if adaptation.kind != METHOD_KINDS[method]:
-    raise ValueError(f'method {method!r} uses adaptation kind {METHOD_KINDS[method]!r}, got '
+  kind = registry.get(method).kind
+  if adaptation.kind != kind:
+    raise ValueError(f'method {method!r} uses adaptation kind {kind!r}, got '
                      f'{adaptation.kind!r}')
   merged_adaptation = None
 

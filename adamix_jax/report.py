@@ -34,11 +34,13 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
+from adamix_jax import registry
+
 WHICH = ('best', 'final')
 # Column and row order of the AdaMix tables; anything else follows alphabetically.
 TASK_ORDER = ('mnli', 'qnli', 'sst2', 'qqp', 'mrpc', 'cola', 'rte', 'stsb', 'subj', 'mpqa')
 METHOD_ORDER = ('full', 'head_only', 'bitfit', 'adapter', 'lora', 'adamix', 'adamix_lora')
-MIXTURES = ('adamix', 'adamix_lora')
+MIXTURES = registry.MIXTURES
 TASK_TITLES = {'mnli': 'MNLI', 'qnli': 'QNLI', 'sst2': 'SST-2', 'qqp': 'QQP', 'mrpc': 'MRPC',
                'cola': 'CoLA', 'rte': 'RTE', 'stsb': 'STS-B', 'subj': 'Subj', 'mpqa': 'MPQA'}
 METRIC_TITLES = {'accuracy': 'acc', 'f1': 'F1', 'mcc': 'MCC', 'pearson': 'Pearson',

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 import ml_collections
 
-from adamix_jax import merging, methods, optim, prompts, sharding
+from adamix_jax import merging, methods, optim, prompts, registry, sharding
 from adamix_jax.config_fields import ConfigError
 from adamix_jax.adapters import AdaptationConfig
 from adamix_jax.data import pipeline, readers
@@ -62,16 +62,18 @@ def validate_config(config: ml_collections.ConfigDict, hidden_size: int | None =
                     ) -> None:
   """Impossible settings fail before anything is trained or written. `hidden_size` and
   `max_input_length` (the model's position table) are checked once the model is known."""
-  if config.method not in methods.METHODS:
-    raise ConfigError(f'Unknown method {config.method!r}; choose from {methods.METHODS}')
+  if config.method not in registry.METHODS:
+    raise ConfigError(f'config.method={config.method!r} is unknown; choose from '
+                      f'{", ".join(registry.NAMES)}')
+  method = registry.get(config.method)
   a = config.adapter
-  if config.method in ('adapter', 'adamix'):
+  if method.trains == 'adapter':
     if a.adapter_size <= 0 or (hidden_size is not None and a.adapter_size >= hidden_size):
       raise ConfigError(f'config.adapter.adapter_size={a.adapter_size} must be in '
                        f'[1, hidden size{f" {hidden_size}" if hidden_size else ""})')
-  if config.method in ('adamix', 'adamix_lora') and a.num_experts < 1:
+  if method.is_mixture and a.num_experts < 1:
     raise ConfigError(f'config.adapter.num_experts={a.num_experts} must be >= 1')
-  if config.method in ('lora', 'adamix_lora') and a.lora_rank <= 0:
+  if method.trains == 'lora' and a.lora_rank <= 0:
     raise ConfigError(f'config.adapter.lora_rank={a.lora_rank} must be >= 1')
   if config.model.head not in ('classifier', 'prompt'):
     raise ConfigError(f'config.model.head={config.model.head!r}: choose classifier or prompt')
@@ -84,7 +86,7 @@ def validate_config(config: ml_collections.ConfigDict, hidden_size: int | None =
   if config.model.get('remat', 'none') not in REMATS:
     raise ConfigError(f'config.model.remat={config.model.remat!r}: choose '
                      f'{", ".join(REMATS)}')
-  if config.model.head == 'prompt' and config.method == 'head_only':
+  if config.model.head == 'prompt' and method.trains == 'nothing':
     raise ConfigError('method=head_only with model.head=prompt trains nothing: the MLM head '
                      'stays frozen. Use head=classifier, or another method.')
   if config.get('expert_updates', 'official') not in optim.EXPERT_UPDATES:
@@ -118,7 +120,7 @@ def validate_config(config: ml_collections.ConfigDict, hidden_size: int | None =
             name == 'warmup_ratio' and value == 1):
       raise ConfigError(f'config.{name}={value!r} must be in [0, 1'
                        f'{"]" if name == "warmup_ratio" else ")"}')
-  if config.method in ('adamix', 'adamix_lora') and config.eval_mode == 'expert':
+  if method.is_mixture and config.eval_mode == 'expert':
     if not 0 <= config.eval_expert < a.num_experts:
       raise ConfigError(f'config.eval_expert={config.eval_expert} is out of range: '
                        f'config.adapter.num_experts={a.num_experts} (eval_mode=expert takes '

@@ -29,7 +29,7 @@ from etils import epath
 from flax import traverse_util
 import ml_collections
 
-from adamix_jax import config_fields, methods as methods_lib, train
+from adamix_jax import config_fields, registry, train
 from adamix_jax.data.tasks import get_task
 from adamix_jax.runs import validate_config
 
@@ -114,8 +114,7 @@ def plan(base_file: str | Path, root: str | os.PathLike, *, tasks: Sequence[str]
   tasks = [canonical_task(t) for t in (tasks or [base.data.task])]
   methods = list(methods or [base.method])
   for method in methods:
-    if method not in methods_lib.METHODS:
-      raise ValueError(f'Unknown method {method!r}; choose from {methods_lib.METHODS}')
+    registry.get(method)  # an unknown name is refused here, listing the known ones
   for name, values in (('tasks', tasks), ('methods', methods), ('seeds', list(seeds))):
     if len(set(values)) != len(values):
       raise ValueError(f'--{name} repeats a value: {values}')

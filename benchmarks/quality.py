@@ -44,7 +44,8 @@ from typing import Any
 from absl import app, flags, logging
 import ml_collections
 
-from adamix_jax import checkpoints, evaluation, methods, optim, report, runs, sweep, train
+from adamix_jax import (checkpoints, evaluation, methods, optim, registry, report, runs, sweep,
+                        train)
 from adamix_jax.data import readers
 from benchmarks import common
 from configs import presets
@@ -61,7 +62,7 @@ flags.DEFINE_string('data_dir', str(ROOT.parent / 'shared' / 'data' / 'glue'),
                     'from the project root).')
 flags.DEFINE_list('tasks', list(TASKS), 'Tasks among sst2, rte, mrpc.')
 flags.DEFINE_list('methods', ['adamix', 'adapter', 'lora', 'bitfit', 'full', 'head_only'],
-                  f'Methods among {methods.METHODS}.')
+                  f'Methods among {", ".join(registry.NAMES)}.')
 flags.DEFINE_list('seeds', ['1', '2', '3'], 'Seeds.')
 flags.DEFINE_integer('sst2_steps', 600, 'SST-2 training steps (batch 32; an epoch is '
                      '2,105 steps).')

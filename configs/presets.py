@@ -13,50 +13,21 @@ from typing import Any, Callable, Iterable
 
 import ml_collections
 
-from adamix_jax import config_fields, methods
+from adamix_jax import config_fields, registry
 
-MIXTURES = ('adamix', 'adamix_lora')
+MIXTURES = registry.MIXTURES
 
 
 def method_preset(config: ml_collections.ConfigDict, method: str
                   ) -> ml_collections.ConfigDict:
-  """A copy of `config` set up for `method` (one of `methods.METHODS`)."""
-  if method not in methods.METHODS:
-    raise ValueError(f'Unknown method {method!r}; choose from {methods.METHODS}')
+  """A copy of `config` set up for `method`: `config.method` and the method's preset values
+  (`adamix_jax.registry`; adapter, lora, head_only, adamix and adamix_lora keep the config's
+  learning rate, the AdaMix and LoRA scripts' 3e-4 to 5e-4 range)."""
+  preset = registry.get(method).preset
   config = ml_collections.ConfigDict(config.to_dict())
   config.method = method
-
-  if method in MIXTURES:
-    # AdaMix official script (microsoft/AdaMix roberta_large_mnli_expert_soup.sh):
-    # --num_experts 4 --sharing_up 1 --sharing_down 0 --use_consistency_loss 1, i.e. four
-    # experts sharing one up (LoRA: B) projection and the consistency loss with weight 1.
-    config.consistency_weight = 1.0
-    config.adapter.num_experts = 4
-    config.adapter.share_up = True
-    config.adapter.share_down = False
-  else:
-    # The baselines of the AdaMix tables (adapter, LoRA, BitFit, full fine-tuning) are
-    # trained without any consistency (R-Drop-style) term.
-    config.consistency_weight = 0.0
-
-  if method in ('lora', 'adamix_lora'):
-    # LoRA (Hu et al., 2021) adapts W_q and W_v only in its GLUE experiments; rank 8 and
-    # alpha 16 as in microsoft/LoRA examples/NLU/roberta_large_sst2.sh.
-    config.adapter.lora_rank = 8
-    config.adapter.lora_alpha = 16.0
-    config.adapter.lora_targets = ('query', 'value')
-
-  if method == 'full':
-    # Full fine-tuning updates every weight; RoBERTa (Liu et al., 2019, Table 10) tunes
-    # GLUE over lr in {1e-5, 2e-5, 3e-5}: take the low end (the adapter rate of 4e-4
-    # would wreck the pretrained weights).
-    config.learning_rate = 1e-5
-  elif method == 'bitfit':
-    # BitFit (Ben Zaken et al., 2022) searches lr in {1e-4, 4e-4, 7e-4, 1e-3}: bias-only
-    # updates want a larger rate than adapters; we take the top of that grid.
-    config.learning_rate = 1e-3
-  # adapter, lora, head_only, adamix, adamix_lora keep the config's learning rate (the
-  # AdaMix and LoRA scripts use 3e-4 to 5e-4, the default's 4e-4 range).
+  for field, value in preset.items():
+    config_fields.set_field(config, field, value)
   return config
 
 
@@ -77,9 +48,9 @@ def parse_method_overrides(items: Iterable[str]) -> dict[str, dict[str, Any]]:
   for item in items:
     method, colon, rest = item.partition(':')
     key, eq, value = rest.partition('=')
-    if not colon or not eq or not key.strip() or method not in methods.METHODS:
+    if not colon or not eq or not key.strip() or method not in registry.METHODS:
       raise ValueError(f'{item!r}: expected method:dotted.field=value with a method among '
-                       f'{methods.METHODS}')
+                       f'{", ".join(registry.NAMES)}')
     per_method.setdefault(method, {})[key.strip()] = parse_value(value.strip())
   return per_method
 

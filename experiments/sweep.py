@@ -21,7 +21,7 @@ Kept short on purpose: the logic lives in `adamix_jax/sweep.py`.
 from absl import app, flags
 from ml_collections import config_flags
 
-from adamix_jax import distributed, methods, sweep
+from adamix_jax import distributed, registry, sweep
 from configs.presets import method_preset
 
 FLAGS = flags.FLAGS
@@ -29,7 +29,7 @@ flags.DEFINE_string('workdir', None, 'Root: run (task, method, seed) goes to '
                     'WORKDIR/<task>/<method>/seed_<seed>.')
 config_flags.DEFINE_config_file('config', None, 'A configs/*.py file (get_config()).')
 flags.DEFINE_list('seeds', ['0'], 'Seeds, e.g. 1,2,3.')
-flags.DEFINE_list('methods', None, f"Methods among {', '.join(methods.METHODS)}; "
+flags.DEFINE_list('methods', None, f"Methods among {', '.join(registry.NAMES)}; "
                   "default: the config's.")
 flags.DEFINE_list('tasks', None, "Tasks, e.g. sst2,rte; default: the config's.")
 flags.DEFINE_boolean('dry_run', False, 'Print the runs and their main settings; train '

@@ -13,9 +13,9 @@ PACKAGE = ROOT / 'adamix_jax'
 # Bottom to top. A module may import modules of lower layers only (the data and interop
 # packages count as one module each: their internals are their own business).
 LAYERS = [
-    {'routing', 'consistency', 'data', 'distributed', 'report', 'metric_logs',
-     'config_fields'},
-    {'adapters'},
+    {'routing', 'consistency', 'data', 'distributed', 'metric_logs', 'config_fields',
+     'registry', 'console'},
+    {'adapters', 'report'},
     {'encoder'},
     {'hf_checkpoint'},
     {'model'},

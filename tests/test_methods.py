@@ -174,3 +174,18 @@ def test_report_of_non_adapter_methods(method):
   assert report['trainable'] == expected[method]
   np.testing.assert_allclose(report['trainable_pct'],
                              100 * report['trainable'] / report['backbone'])
+
+
+def test_registry_is_what_every_place_asks():
+  from adamix_jax import registry
+  assert registry.MIXTURES == ('adamix', 'adamix_lora')
+  assert {m.name: m.merged for m in registry.METHODS.values() if m.is_mixture} == {
+      'adamix': 'adapter', 'adamix_lora': 'lora'}
+  with pytest.raises(ValueError, match="Unknown method 'magic'; choose from adamix, "):
+    registry.get('magic')
+  # Each method's trainable set follows its record: the adapter methods train adapters only.
+  for name, method in registry.METHODS.items():
+    adaptation = methods.adaptation_for(name)
+    assert adaptation.kind == method.kind
+    with pytest.raises(TypeError):  # presets are read-only
+      method.preset['learning_rate'] = 1.0
