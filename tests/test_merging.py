@@ -245,7 +245,7 @@ def test_fisher_compiles_once_per_model_with_parameters_as_arguments():
   for scale in (1.0, 2.0):  # two evaluations: other parameters, same shapes
     fisher.fisher_merge(model, jax.tree_util.tree_map(lambda x: x * scale, params), [b],
                          regression=True)
-  fn = merging._squared_grads_fn(fisher.log_likelihood_fn(model, regression=True))
+  fn = fisher._squared_grads_fn(fisher.log_likelihood_fn(model, regression=True))
   assert fn._cache_size() == adaptation.num_experts  # one per expert index, not per call
   flat = traverse_util.flatten_dict(params)
   mixture = adapters.mixture_leaves(params, adaptation)

@@ -317,9 +317,9 @@ def test_fewshot_config_prompt_fits_task_and_data(name, bert_tokenizer):
   assert config.model.head == 'prompt'
   assert config.eval_every_steps == config.num_train_steps  # evaluate once, at the end
   spec = PromptSpec.from_config(config.prompt)
-  from adamix_jax import train as train_lib  # pylint: disable=import-outside-toplevel
+  from adamix_jax import runs  # pylint: disable=import-outside-toplevel
   # The split of the run's seed (data.fewshot_seed = 0), from the bundled LiST copy.
-  task, train = readers.load_examples(train_lib.data_config(config), 'train')
+  task, train = readers.load_examples(runs.data_config(config), 'train')
   assert len(train) == 30 and task.eval_splits == ('test',)
   assert len(set(label_word_ids(spec, task, bert_tokenizer))) == task.num_labels
   dataset = tokenize_prompt_examples(train, spec, bert_tokenizer, config.data.max_length)
