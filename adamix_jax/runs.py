@@ -70,7 +70,7 @@ def validate_config(config: ml_collections.ConfigDict, hidden_size: int | None =
   if method.trains == 'adapter':
     if a.adapter_size <= 0 or (hidden_size is not None and a.adapter_size >= hidden_size):
       raise ConfigError(f'config.adapter.adapter_size={a.adapter_size} must be in '
-                       f'[1, hidden size{f" {hidden_size}" if hidden_size else ""})')
+                        f'[1, hidden size{f" {hidden_size}" if hidden_size else ""})')
   if method.is_mixture and a.num_experts < 1:
     raise ConfigError(f'config.adapter.num_experts={a.num_experts} must be >= 1')
   if method.trains == 'lora' and a.lora_rank <= 0:
@@ -79,32 +79,32 @@ def validate_config(config: ml_collections.ConfigDict, hidden_size: int | None =
     raise ConfigError(f'config.model.head={config.model.head!r}: choose classifier or prompt')
   if config.model.pooling not in POOLINGS:
     raise ConfigError(f'config.model.pooling={config.model.pooling!r}: choose '
-                     f'{" or ".join(POOLINGS)}')
+                      f'{" or ".join(POOLINGS)}')
   if config.model.get('attention', 'standard') not in ATTENTIONS:
     raise ConfigError(f'config.model.attention={config.model.attention!r}: choose '
-                     f'{" or ".join(ATTENTIONS)}')
+                      f'{" or ".join(ATTENTIONS)}')
   if config.model.get('remat', 'none') not in REMATS:
     raise ConfigError(f'config.model.remat={config.model.remat!r}: choose '
-                     f'{", ".join(REMATS)}')
+                      f'{", ".join(REMATS)}')
   if config.model.head == 'prompt' and method.trains == 'nothing':
     raise ConfigError('method=head_only with model.head=prompt trains nothing: the MLM head '
-                     'stays frozen. Use head=classifier, or another method.')
+                      'stays frozen. Use head=classifier, or another method.')
   if config.get('expert_updates', 'official') not in optim.EXPERT_UPDATES:
     raise ConfigError(f'config.expert_updates={config.expert_updates!r}: choose '
-                     f'{", ".join(optim.EXPERT_UPDATES)}')
+                      f'{", ".join(optim.EXPERT_UPDATES)}')
   if config.eval_mode not in INFERENCE_MODES:
     raise ConfigError(f'config.eval_mode={config.eval_mode!r}: choose '
-                     f'{", ".join(INFERENCE_MODES)}')
+                      f'{", ".join(INFERENCE_MODES)}')
   if config.merge not in ('mean', 'fisher'):
     raise ConfigError(f'config.merge={config.merge!r}: choose mean or fisher')
   if config.lora_merge not in merging.LORA_MERGES:
     raise ConfigError(f'config.lora_merge={config.lora_merge!r}: choose '
-                     f'{" or ".join(merging.LORA_MERGES)}')
+                      f'{" or ".join(merging.LORA_MERGES)}')
   if (config.method == 'adamix_lora' and config.merge == 'fisher' and
       config.lora_merge == 'mean_delta'):
     raise ConfigError("config.merge='fisher' weights each LoRA factor's elements separately; "
-                     "it cannot give config.lora_merge='mean_delta' (the mean of the experts' "
-                     "low-rank updates). Use merge='mean', or lora_merge='mean_factors'.")
+                      "it cannot give config.lora_merge='mean_delta' (the mean of the experts' "
+                      "low-rank updates). Use merge='mean', or lora_merge='mean_factors'.")
   numbers = {'learning_rate': (0, False), 'weight_decay': (0, True),
              'consistency_weight': (0, True), 'grad_clip_norm': (0, True),
              'adam_eps': (0, False)}
@@ -113,25 +113,25 @@ def validate_config(config: ml_collections.ConfigDict, hidden_size: int | None =
     if not (isinstance(value, (int, float)) and math.isfinite(value) and
             (value >= low if inclusive else value > low)):
       raise ConfigError(f'config.{name}={value!r} must be a finite number '
-                       f'{">=" if inclusive else ">"} {low}')
+                        f'{">=" if inclusive else ">"} {low}')
   for name in ('adam_b1', 'adam_b2', 'warmup_ratio'):
     value = config[name]
     if not (isinstance(value, (int, float)) and 0 <= value < 1 or
             name == 'warmup_ratio' and value == 1):
       raise ConfigError(f'config.{name}={value!r} must be in [0, 1'
-                       f'{"]" if name == "warmup_ratio" else ")"}')
+                        f'{"]" if name == "warmup_ratio" else ")"}')
   if method.is_mixture and config.eval_mode == 'expert':
     if not 0 <= config.eval_expert < a.num_experts:
       raise ConfigError(f'config.eval_expert={config.eval_expert} is out of range: '
-                       f'config.adapter.num_experts={a.num_experts} (eval_mode=expert takes '
-                       f'an expert index in [0, {a.num_experts - 1}])')
+                        f'config.adapter.num_experts={a.num_experts} (eval_mode=expert takes '
+                        f'an expert index in [0, {a.num_experts - 1}])')
   for name in ('batch_size', 'eval_batch_size'):
     size = config[name]
     if size <= 0:
       raise ConfigError(f'config.{name}={size} must be positive')
     if num_devices and size % num_devices:
       raise ConfigError(f'config.{name}={size} is not divisible by the {num_devices} devices '
-                       'of the data-parallel mesh')
+                        'of the data-parallel mesh')
   if config.num_train_steps <= 0 and config.num_epochs <= 0:
     raise ConfigError('Set config.num_epochs or config.num_train_steps to a positive value')
   length = config.data.max_length
@@ -139,7 +139,7 @@ def validate_config(config: ml_collections.ConfigDict, hidden_size: int | None =
     raise ConfigError(f'config.data.max_length={length} must be positive')
   if max_input_length is not None and length > max_input_length:
     raise ConfigError(f'config.data.max_length={length} exceeds the {max_input_length} tokens '
-                     "the checkpoint's position table holds (max_position_embeddings)")
+                      "the checkpoint's position table holds (max_position_embeddings)")
 
 
 def data_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

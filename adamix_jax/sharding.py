@@ -24,11 +24,11 @@ def make_mesh(config: ml_collections.ConfigDict) -> Mesh:
   fsdp = int(config.mesh.fsdp)
   if fsdp < 1 or len(devices) % fsdp:
     raise ConfigError(f'config.mesh.fsdp={fsdp} must be >= 1 and divide the '
-                     f'{len(devices)} devices')
+                      f'{len(devices)} devices')
   data = int(config.mesh.data) if config.mesh.data > 0 else len(devices) // fsdp
   if data * fsdp > len(devices):
     raise ConfigError(f'config.mesh.data={data} x config.mesh.fsdp={fsdp} needs '
-                     f'{data * fsdp} devices; {len(devices)} are visible')
+                      f'{data * fsdp} devices; {len(devices)} are visible')
   return Mesh(np.asarray(devices[:data * fsdp]).reshape(data, fsdp), BATCH_AXES)
 
 
