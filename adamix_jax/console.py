@@ -30,9 +30,16 @@ class _ProjectMessagesOnly(logging.Filter):
 
 
 def _project_roots() -> tuple[str, ...]:
+  """The project's folders: beside the installed package, and the running program's own
+  package folder (experiments/ or benchmarks/ of a checkout when adamix_jax is installed
+  elsewhere)."""
   here = os.path.dirname(os.path.abspath(__file__))  # .../adamix_jax
   parent = os.path.dirname(here)
-  return tuple(os.path.join(parent, p) + os.sep for p in PROJECT_PACKAGES) + (here + os.sep,)
+  roots = [os.path.join(parent, p) + os.sep for p in PROJECT_PACKAGES] + [here + os.sep]
+  main_file = getattr(sys.modules.get('__main__'), '__file__', None)
+  if main_file:
+    roots.append(os.path.dirname(os.path.abspath(main_file)) + os.sep)
+  return tuple(roots)
 
 
 def quiet_third_party(verbosity: int = 0) -> None:

@@ -1,0 +1,30 @@
+"""What a run prints: other libraries' INFO dropped, the project's lines and all warnings kept."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from adamix_jax import console
+
+
+def _record(path: str, level: int) -> logging.LogRecord:
+  return logging.LogRecord('absl', level, path, 1, 'message', None, None)
+
+
+def test_filter_keeps_project_info_and_everyones_warnings():
+  keep = console._ProjectMessagesOnly(console._project_roots())  # pylint: disable=protected-access
+  package = os.path.dirname(os.path.abspath(console.__file__))
+  assert keep.filter(_record(os.path.join(package, 'train.py'), logging.INFO))
+  third_party = '/usr/lib/python3/site-packages/orbax/checkpoint/checkpoint_manager.py'
+  assert not keep.filter(_record(third_party, logging.INFO))
+  assert keep.filter(_record(third_party, logging.WARNING))
+  # A file merely named like the package elsewhere is not the project's.
+  assert not keep.filter(_record('/elsewhere/adamix_jax_old/train.py', logging.INFO))
+
+
+def test_progress_line_has_step_rate_eta_loss_and_rate():
+  progress = console.Progress(start_step=0, total_steps=100, active=False)
+  line = progress.log(25, {'loss': 0.51234, 'learning_rate': 9.5e-4})
+  assert line.startswith('step 25/100 · ')
+  assert ' steps/s · ETA ' in line and line.endswith('· loss 0.5123 · lr 9.50e-04')
