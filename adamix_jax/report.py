@@ -365,6 +365,43 @@ def plot(table: Table, path: str | os.PathLike) -> Path:
   return path
 
 
+def plot_curves(curves: dict[str, dict[str, dict[int, Sequence[float]]]],
+                path: str | os.PathLike, *, ylabel: str = 'dev selection metric ×100') -> Path:
+  """Dev curves, one panel per task: for each method the mean over seeds at every
+  evaluation step, with a band of ± one sample standard deviation where there are several
+  seeds (`curves`: task -> method -> step -> per-seed values ×100)."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  tasks = order(curves, TASK_ORDER)
+  if not tasks:
+    raise ValueError('no dev curve to plot')
+  fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 3.8), squeeze=False)
+  for ax, task in zip(axes[0], tasks):
+    for i, method in enumerate(order(curves[task], METHOD_ORDER)):
+      steps = sorted(curves[task][method])
+      stats = [mean_std(list(curves[task][method][s])) for s in steps]
+      means = [m for m, _ in stats]
+      seeds = max(len(v) for v in curves[task][method].values())
+      ax.plot(steps, means, marker='o', markersize=3, color=f'C{i % 10}',
+              label=f'{method} ({seeds} seed{"s" if seeds > 1 else ""})')
+      if any(sd is not None for _, sd in stats):
+        low = [m - (sd or 0.0) for m, sd in stats]
+        high = [m + (sd or 0.0) for m, sd in stats]
+        ax.fill_between(steps, low, high, color=f'C{i % 10}', alpha=0.15, linewidth=0)
+    ax.set_title(TASK_TITLES.get(task, task), fontsize=10)
+    ax.set_xlabel('training step')
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  path = Path(path)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
 def write_report(root: str | os.PathLike, out_dir: str | os.PathLike,
                  which: str = 'best') -> dict[str, Path]:
   """Writes results.md, results.csv and results.png for the runs under `root`."""

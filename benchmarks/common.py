@@ -1,5 +1,10 @@
 """What the benchmark scripts share: the machine's description, interleaved timing, and
-the sections of benchmarks/RESULTS.md each script owns.
+the sections of the notes each script owns.
+
+Scripts write their tables into `benchmarks/notes/<kind>.md` (a section `quality/3-epochs`
+goes to notes/quality.md), between markers, so that a re-run replaces its own tables and
+leaves the others and the hand-written findings alone. `benchmarks/RESULTS.md` is the
+report written for readers from them: the headline figures and one table per question.
 
 Timing on a shared machine is noisy, so variants are never timed one after another:
 `time_interleaved` runs one call of every variant per round (A, B, C, A, B, C, ...) and
@@ -19,7 +24,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 RESULTS = Path(__file__).resolve().parent / 'RESULTS.md'
-RESULTS_TITLE = '# Benchmarks\n\nWritten by the scripts in `benchmarks/`; each owns its sections.\n'
+NOTES = Path(__file__).resolve().parent / 'notes'
+FIGURES = Path(__file__).resolve().parent / 'figures'
+NUMBERS = Path(__file__).resolve().parent / 'results'  # raw JSON behind tables and figures
 
 
 def num_cores() -> int:
@@ -102,16 +109,29 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def update_section(name: str, body: str, path: Path = RESULTS) -> Path:
-  """Writes `body` between the markers of section `name`, replacing what was there;
-  a new section is appended. Other sections are left as they are."""
+def notes_path(name: str) -> Path:
+  """The notes file of section `name`: its first path component (`quality/3-epochs` ->
+  notes/quality.md)."""
+  kind = name.split('/')[0]
+  if not re.fullmatch(r'[\w-]+', kind):
+    raise ValueError(f'section {name!r}: its first component must be letters, digits, _ or -')
+  return NOTES / f'{kind}.md'
+
+
+def update_section(name: str, body: str, path: Path | None = None) -> Path:
+  """Writes `body` between the markers of section `name` in `path` (default:
+  `notes_path(name)`), replacing what was there; a new section is appended. Other sections
+  are left as they are. Returns the file written."""
+  path = notes_path(name) if path is None else path
   begin, end = f'<!-- BEGIN {name} -->', f'<!-- END {name} -->'
   block = f'{begin}\n{body.rstrip()}\n{end}\n'
-  text = path.read_text() if path.exists() else RESULTS_TITLE
+  text = (path.read_text() if path.exists()
+          else f"# {name.split('/')[0]}: tables written by the benchmark scripts\n")
   pattern = re.compile(re.escape(begin) + r'.*?' + re.escape(end) + r'\n?', re.DOTALL)
   if pattern.search(text):
     text = pattern.sub(lambda _: block, text)
   else:
     text = text.rstrip('\n') + '\n\n' + block
+  path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(text)
   return path

@@ -63,7 +63,7 @@ flags.DEFINE_string('dtype', 'bfloat16', 'Compute dtype.')
 flags.DEFINE_string('out_dir', '', 'Where results go when $OUT is not set.')
 flags.DEFINE_list('render', [], 'Render these gpu_step.json files (fetched from the device; '
                   'several calls on one machine are merged, each variant keeping its '
-                  "call's matmul rate) into the gpu section of benchmarks/RESULTS.md; "
+                  "call's matmul rate) into benchmarks/notes/gpu.md (section gpu); "
                   'FLOP counts the device did not report are counted here by lowering the '
                   'same step on this backend. Runs nothing else.')
 MFU_GOAL = 0.45

@@ -23,7 +23,11 @@ last checkpoint, a done random-routing evaluation is skipped. ROOT/quality_plan.
 records the budget; a re-run with another budget into the same root is refused.
 
 The table (`adamix_jax.report`: dev metric ×100, mean ± sample std over seeds, trainable
-parameters) and the train times go to benchmarks/RESULTS.md and ROOT/report/.
+parameters), the train times and the dev curves go to ROOT/report/ and, with --write, into
+the section `--section` of benchmarks/notes/quality.md, with two figures in
+benchmarks/figures/ (score against trainable parameters; dev curves) and the numbers behind
+them (every run's results.json and dev curve) in benchmarks/results/<section>.json, so that
+the tables and figures outlive the runs' folders.
 
 Cost of the defaults on 2 CPU cores (MiniLM, batch 32; step times of benchmarks/speed.py
 on an unloaded machine, summed over the six default methods: 4.9 s at length 64, 12.3 s
@@ -84,8 +88,9 @@ flags.DEFINE_boolean('run_curves', False, 'Also a dev-curve row for every run (m
                      'seed), not only the mean over seeds.')
 flags.DEFINE_boolean('dry_run', False, 'Print the runs; train nothing.')
 flags.DEFINE_boolean('report_only', False, 'Only rebuild the table from finished runs.')
-flags.DEFINE_boolean('write', True, 'Update benchmarks/RESULTS.md.')
-flags.DEFINE_string('section', 'quality', 'The RESULTS.md section written (another name, e.g. '
+flags.DEFINE_boolean('write', True, 'Write the section into benchmarks/notes/quality.md, its '
+                     'figures into benchmarks/figures/ and its numbers into benchmarks/results/.')
+flags.DEFINE_string('section', 'quality', 'The section written (another name, e.g. '
                     'quality/mrpc-3-epochs, keeps a run with another budget or subset beside '
                     'the main table).')
 
@@ -344,7 +349,50 @@ def run_curve_tables(root: Path) -> str:
 SMOKE_STEPS = 10  # a --steps budget up to this only checks the pipeline
 
 
-def render(root: Path, plan: dict[str, Any]) -> str:
+def section_slug(section: str) -> str:
+  """File-name form of a section name: quality/mrpc-3-epochs -> quality-mrpc-3-epochs."""
+  return section.replace('/', '-')
+
+
+def save_numbers(root: Path, plan: dict[str, Any], section: str) -> Path:
+  """Every run's results.json and dev curve, with the budget and the machine, in
+  benchmarks/results/<slug>.json: what the section's tables and figures are made from."""
+  runs_data = []
+  for path in sorted(root.rglob('results.json')):
+    data = json.loads(path.read_text())
+    curve = run_curve(path.parent, data) if data.get('eval_mode', 'merged') == 'merged' else {}
+    runs_data.append({'run': str(path.parent.relative_to(root)), 'results': data,
+                      'dev_curve': {str(k): v for k, v in sorted(curve.items())}})
+  out = common.NUMBERS / f'{section_slug(section)}.json'
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps({'section': section, 'plan': plan,
+                             'machine': common.machine_description(), 'runs': runs_data},
+                            indent=1))
+  return out
+
+
+def draw_figures(root: Path, section: str, which: str) -> list[Path]:
+  """benchmarks/figures/<slug>-params.png (Avg. score against trainable parameters) and,
+  when some task was evaluated more than once, <slug>-curves.png (dev curves)."""
+  common.FIGURES.mkdir(parents=True, exist_ok=True)
+  slug = section_slug(section)
+  table = report.summarize(report.load_results(root, which), which)
+  paths = [report.plot(table, common.FIGURES / f'{slug}-params.png')]
+  curves = {task: {method: {step: [100 * v for v in values] for step, values in steps.items()}
+                   for method, steps in methods_.items()}
+            for task, methods_ in dev_curves(root).items()
+            if len({s for steps in methods_.values() for s in steps}) > 1}
+  if curves:
+    paths.append(report.plot_curves(curves, common.FIGURES / f'{slug}-curves.png'))
+  return paths
+
+
+def figure_links(paths: list[Path]) -> str:
+  """Markdown images for the notes (benchmarks/notes/ -> ../figures/)."""
+  return '\n\n'.join(f'![{p.stem}](../figures/{p.name})' for p in paths)
+
+
+def render(root: Path, plan: dict[str, Any], figures: list[Path] = ()) -> str:
   paths = report.write_report(root, root / 'report', FLAGS.which)
   table = paths['markdown'].read_text()
   curves = dev_curve_tables(root)
@@ -370,7 +418,8 @@ def render(root: Path, plan: dict[str, Any]) -> str:
       'evaluated with random routing.\n\n'
       f'{table}\n{train_time_table(root)}' + (f'\n{curves}' if curves else '') +
       (f'\n{paired}' if paired else '') +
-      (f'\n{run_curves}' if FLAGS.run_curves and run_curves else ''))
+      (f'\n{run_curves}' if FLAGS.run_curves and run_curves else '') +
+      (f'\n{figure_links(list(figures))}\n' if figures else ''))
 
 
 def main(argv):
@@ -418,11 +467,13 @@ def main(argv):
           f"{len(outcome['failed'])} failed; {(time.time() - start) / 60:.1f} min")
     for run in outcome['failed']:
       print(f'  failed: {run.workdir}')
-  text = render(root, plan)
+  figures = draw_figures(root, FLAGS.section, FLAGS.which) if FLAGS.write else []
+  text = render(root, plan, figures)
   print(text)
   if FLAGS.write:
-    common.update_section(FLAGS.section, text)
-    print(f'Updated {common.RESULTS}')
+    print(f'Updated {common.update_section(FLAGS.section, text)}, '
+          f'{save_numbers(root, plan, FLAGS.section)} and '
+          + ', '.join(str(p) for p in figures))
   if not FLAGS.report_only and outcome['failed']:
     raise SystemExit(1)
 

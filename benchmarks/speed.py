@@ -72,7 +72,7 @@ flags.DEFINE_integer('num_experts', 4, 'AdaMix experts (up projection shared).')
 flags.DEFINE_boolean('torch', True, 'Time the PyTorch + PEFT peers.')
 flags.DEFINE_list('torch_peers', ['lora', 'full'], 'Which PyTorch peers (lora: PEFT LoRA; '
                   'full: full fine-tuning) with --torch.')
-flags.DEFINE_string('tag', '', 'Appended to the JSON file and RESULTS.md section names, so '
+flags.DEFINE_string('tag', '', 'Appended to the JSON file and section names (benchmarks/notes/speed.md), so '
                     'that runs of different variant subsets (e.g. one process for the large '
                     'full fine-tuning state, one for the rest) keep separate tables.')
 flags.DEFINE_string('prng_impl', '', "jax_default_prng_impl for dropout/routing keys "
@@ -86,10 +86,10 @@ flags.DEFINE_list('remat', ['none'], "Encoder rematerialisations (config.model.r
                   f"among {', '.join(REMATS)}): each variant runs once per value; rows of "
                   "other values than 'none' are named `variant @remat=value`; with 'full' the "
                   "PyTorch peers run again with gradient checkpointing.")
-flags.DEFINE_boolean('write', True, 'Update benchmarks/RESULTS.md.')
+flags.DEFINE_boolean('write', True, 'Write the tables into benchmarks/notes/speed.md.')
 flags.DEFINE_string('json_dir', 'benchmarks/workdirs/speed', 'Every sample and analysis '
                     'goes to JSON_DIR/<shape>_L<length>.json (re-rendered by --render_only).')
-flags.DEFINE_boolean('render_only', False, 'Re-render RESULTS.md from the JSON files of an '
+flags.DEFINE_boolean('render_only', False, 'Re-render the tables from the JSON files of an '
                      'earlier run; time nothing.')
 
 ROBERTA_BASE = EncoderConfig(model_type='roberta', vocab_size=50265, hidden_size=768,
@@ -550,7 +550,7 @@ def torch_peer_of(name: str) -> str | None:
   return ours and with_remat(ours, remat)
 
 
-def render(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+def render(result: dict[str, Any], name: str = '') -> tuple[str, list[dict[str, Any]]]:
   s, info = result['samples'], result['info']
   quiet = quiet_rounds(s)
   matmul_rate = 2 * MATMUL**3 / median_s(s, 'matmul') / 1e9
@@ -592,8 +592,7 @@ def render(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
   n = len(s['matmul'])
   load = result.get('load')
   text = (
-      f"### {result['shape']} ({result['origin']}), batch {result['batch']}, "
-      f"length {result['length']}\n\n{result['machine']}\n\n"
+      f"### {_title(result, name)}\n\n{result['machine']}\n\n"
       f'Times: milliseconds per batch of {result["batch"]}, median of {n} interleaved rounds '
       f'("quiet": the {len(quiet)} rounds whose matmul ran within {QUIET:.2f}x of its '
       f'fastest). float32 {MATMUL}x{MATMUL} matmul, same rounds: {matmul_rate:.0f} GFLOP/s '
@@ -609,7 +608,13 @@ def render(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
   return text, ratios
 
 
-def render_compiled(result: dict[str, Any]) -> str:
+def _title(result: dict[str, Any], name: str) -> str:
+  """A section's heading: the run's name (unique within the notes), then its shape."""
+  return ((f'`{name}`: ' if name else '') + f"{result['shape']} ({result['origin']}), "
+          f"batch {result['batch']}, length {result['length']}")
+
+
+def render_compiled(result: dict[str, Any], name: str = '') -> str:
   """The `--compile_only` table: XLA's analysis of each compiled program, nothing run."""
   rows = []
   for name, row in result['info'].items():
@@ -620,8 +625,7 @@ def render_compiled(result: dict[str, Any]) -> str:
   table = common.markdown_table(
       ['variant', 'trainable', 'GFLOP fwd / step (XLA)', 'fwd MiB', 'step MiB', 'eval MiB',
        'dots fwd / step', 'frozen-kernel grad dots'], rows)
-  return (f"### {result['shape']} ({result['origin']}), batch {result['batch']}, length "
-          f"{result['length']}: compiled, not run\n\n{result['machine']} "
+  return (f"### {_title(result, name)}: compiled, not run\n\n{result['machine']} "
           f"({result['memory_gib']:.1f} GiB physical memory)."
           + (f" XLA_FLAGS: {result['xla_flags']}." if result.get('xla_flags') else '')
           + "\n\nMiB: XLA's memory analysis of "
@@ -667,13 +671,12 @@ def main(argv):
         result = bench(shape, length, config, shared)
         result['origin'] = origin
         path.write_text(json.dumps(result, indent=1))
-      text = (render_compiled(result) if result.get('compile_only')
-              else render(result)[0])
+      name = f'speed/{shape}/L{length}{suffix}'
+      text = (render_compiled(result, name) if result.get('compile_only')
+              else render(result, name)[0])
       print('\n' + text, flush=True)
       if FLAGS.write:
-        common.update_section(f'speed/{shape}/L{length}{suffix}', text)
-  if FLAGS.write:
-    print(f'Updated {common.RESULTS}')
+        print(f'Updated {common.update_section(name, text)}')
 
 
 SPEED_HEADER = """## Speed (`python -m benchmarks.speed`)
@@ -687,7 +690,7 @@ baselines. PyTorch peers: transformers + PEFT LoRA (r=8, alpha 16, query+value) 
 fine-tuning with `torch.optim.AdamW`, `torch.set_num_threads(cores)`, same batch, same
 process, same rounds. Variants run interleaved (one call of each per round), so the
 numbers of one table are comparable with each other; tables of different runs less so
-(shared machine: other engineers' jobs ran beside these). Each round also times a float32
+(on a shared machine other jobs may run beside them). Each round also times a float32
 2048x2048 matmul, a load probe: rounds whose matmul ran within 1.25x of the fastest are
 "quiet", and ratios and GFLOP/s are also given over those alone (PyTorch's OpenMP threads
 suffer more than XLA's thread pool from a loaded machine, so the all-round peer ratios

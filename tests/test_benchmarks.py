@@ -10,7 +10,8 @@ import textwrap
 
 import pytest
 
-from benchmarks import quality
+from adamix_jax import report
+from benchmarks import common, quality
 from configs import default
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -249,3 +250,42 @@ def test_paired_table_gives_each_seeds_difference_and_their_mean_and_std(tmp_pat
   curves = quality.run_curve_tables(tmp_path).splitlines()
   assert '| adamix | 2 | 71.0 | 80.0 |' in curves
   assert '| adapter | 1 | 70.0 | 75.0 |' in curves
+
+
+def test_sections_go_to_the_notes_file_of_their_kind_and_replace_only_themselves(
+    tmp_path, monkeypatch):
+  monkeypatch.setattr(common, 'NOTES', tmp_path)
+  assert common.update_section('quality/a', 'first') == tmp_path / 'quality.md'
+  common.update_section('quality/b', 'second')
+  common.update_section('speed/x', 'other kind')
+  common.update_section('quality/a', 'replaced')
+  text = (tmp_path / 'quality.md').read_text()
+  assert 'replaced' in text and 'first' not in text
+  assert text.index('quality/a') < text.index('quality/b')  # kept in place
+  assert 'other kind' in (tmp_path / 'speed.md').read_text()
+  with pytest.raises(ValueError, match=r"section '\.\./x'"):
+    common.notes_path('../x')
+
+
+def test_quality_numbers_and_figures_outlive_the_runs(tmp_path, monkeypatch):
+  root, out = tmp_path / 'runs', tmp_path / 'out'
+  monkeypatch.setattr(common, 'NUMBERS', out / 'results')
+  monkeypatch.setattr(common, 'FIGURES', out / 'figures')
+  _fake_result(root, 'adapter', 1, 0.75, {114: 0.70, 228: 0.75})
+  _fake_result(root, 'adapter', 2, 0.78, {114: 0.72, 228: 0.78})
+  _fake_result(root, 'adamix', 1, 0.74, {114: 0.69, 228: 0.74})
+  _fake_result(root, 'adamix', 1, 0.72, {}, random=True)
+  path = quality.save_numbers(root, {'epochs': 2}, 'quality/mrpc-2')
+  assert path == out / 'results' / 'quality-mrpc-2.json'
+  saved = json.loads(path.read_text())
+  runs = {r['run']: r for r in saved['runs']}
+  assert runs['mrpc/adapter/seed_2']['dev_curve'] == {'114': 0.72, '228': 0.78}
+  assert runs['mrpc/adamix_random/seed_1']['results']['eval_mode'] == 'random'
+  assert saved['plan'] == {'epochs': 2}
+  curves = {task: {m: {s: [100 * v for v in vs] for s, vs in steps.items()}
+                   for m, steps in methods.items()}
+            for task, methods in quality.dev_curves(root).items()}
+  png = report.plot_curves(curves, tmp_path / 'curves.png')
+  assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  with pytest.raises(ValueError, match='no dev curve'):
+    report.plot_curves({}, tmp_path / 'none.png')
