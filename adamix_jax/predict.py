@@ -27,13 +27,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from adamix_jax import export, inference, prompts
-from adamix_jax.data import metrics as metrics_lib, pipeline, readers
-from adamix_jax.data.readers import DataError, Example
+from adamix_jax.data import custom, metrics as metrics_lib, pipeline
+from adamix_jax.data.formats import DataError, Example
 from adamix_jax.data.tasks import TaskSpec, custom_task, get_task
 
 FORMATS = ('tsv', 'csv', 'jsonl')
-# The record key an unlabelled row's placeholder label is stored under (never a column).
-_NO_LABEL = '\0no label'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,12 +76,13 @@ def _file_format(path: Path, fmt: str) -> str:
 
 def read_file(path: str | os.PathLike, task: TaskSpec, *,
               text_columns: Sequence[str] | None = None, label_column: str | None = 'label',
-              require_labels: bool = False, fmt: str = '') -> tuple[list[Example], bool]:
+              require_labels: bool = False, fmt: str = '',
+              column_names: Sequence[str] | None = None) -> tuple[list[Example], bool]:
   """Reads every row of a TSV (quoting off, as GLUE), CSV or JSONL file.
 
-  Rows are checked as the training readers check them (`readers.read_custom`): a missing
-  column, an empty text or a label outside the task's label set raises a `DataError`
-  naming the file, the line and the column.
+  The file is read as training reads a custom file (`custom.read_table`,
+  `custom.table_examples`): a missing column, an empty text or a label outside the task's
+  label set raises a `DataError` naming the file, the line and the column.
 
   Args:
     path: the file.
@@ -92,6 +91,9 @@ def read_file(path: str | os.PathLike, task: TaskSpec, *,
     label_column: the column holding gold labels; None: ignore any labels.
     require_labels: raise if the file has no `label_column`.
     fmt: 'tsv', 'csv' or 'jsonl'; '' infers it from the extension.
+    column_names: the columns of a CSV/TSV without a header line (as
+      `data.column_names` in training); a file whose first line names the text columns
+      is read by that header instead.
 
   Returns:
     (the examples in file order, whether they carry gold labels). Unlabelled examples
@@ -103,29 +105,17 @@ def read_file(path: str | os.PathLike, task: TaskSpec, *,
   if len(text_columns) != len(task.text_columns):
     raise DataError(f'{path}: the model takes {len(task.text_columns)} text column(s) '
                     f'{task.text_columns}, got {text_columns}.')
-  if fmt == 'jsonl':
-    # pylint: disable=protected-access
-    header, records = None, list(readers._jsonl_records(path))
-    first = next((r for _, r in records if isinstance(r, dict)), {})
-    has_labels = label_column is not None and label_column in first
-  else:
-    header, records = (readers._tsv_records(path, None) if fmt == 'tsv' else
-                       readers._csv_records(path, None))
-    has_labels = label_column is not None and label_column in header
+  table = custom.read_table(path, fmt)
+  if (column_names and table.header is not None
+      and not set(text_columns) <= set(table.header)):
+    table = custom.read_table(path, fmt, column_names=column_names)
+  has_labels = label_column is not None and table.has_column(label_column)
   if require_labels and not has_labels:
     raise DataError(f'{path}: no label column {label_column!r}'
-                    + (f'; the header has {header}.' if header is not None else
+                    + (f'; the header has {table.header}.' if table.header is not None else
                        ' in the first row.'))
-  if header is not None:
-    readers._check_columns(str(path), header, text_columns)  # pylint: disable=protected-access
-  if not has_labels:
-    placeholder = 0.0 if task.is_regression else task.labels[0]
-    records = ((line, {**r, _NO_LABEL: placeholder} if isinstance(r, dict) else r)
-               for line, r in records)
-  parser = readers._RowParser(  # pylint: disable=protected-access
-      task, text_columns, label_column if has_labels else _NO_LABEL, skip_bad_rows=False,
-      source=str(path))
-  examples = parser.parse(iter(records))
+  examples = custom.table_examples(table, task, text_columns,
+                                   label_column if has_labels else None)
   if not examples:
     raise DataError(f'{path}: no rows to predict.')
   return examples, has_labels

@@ -19,7 +19,7 @@ import ml_collections
 from adamix_jax import merging, methods, optim, prompts, registry, sharding
 from adamix_jax.config_fields import ConfigError
 from adamix_jax.adapters import AdaptationConfig
-from adamix_jax.data import pipeline, readers
+from adamix_jax.data import pipeline, sources
 from adamix_jax.data.tasks import TaskSpec
 from adamix_jax.encoder import ATTENTIONS, REMATS
 from adamix_jax.model import POOLINGS, Model, from_pretrained
@@ -146,7 +146,8 @@ def data_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """config.data, with a few-shot split seed of 0 meaning the run's seed (so a sweep over
   seeds walks over the <K>-<seed> splits, as the few-shot protocol does)."""
   data = ml_collections.ConfigDict(config.data.to_dict())
-  if data.source in ('fewshot_list', 'lmbff', 'sample') and not data.get('fewshot_seed'):
+  source = sources.SOURCES.get(data.source)
+  if source is not None and source.split_seed and not data.get('fewshot_seed'):
     data.fewshot_seed = int(config.seed)
   return data
 
@@ -156,7 +157,7 @@ def load_data(config: ml_collections.ConfigDict, tokenizer: Any) -> tuple[TaskSp
                                            tuple[int, ...]]:
   """Reads and tokenizes every split; returns also the prompt's label-word ids (or ())."""
   data_cfg = data_config(config)
-  task, train_examples = readers.load_examples(data_cfg, 'train')
+  task, train_examples = sources.load_examples(data_cfg, 'train')
   word_ids: tuple[int, ...] = ()
   if config.model.head == 'prompt':
     spec = prompts.PromptSpec.from_config(config.prompt)
@@ -166,7 +167,7 @@ def load_data(config: ml_collections.ConfigDict, tokenizer: Any) -> tuple[TaskSp
     tokenize = pipeline.tokenize_examples
   eval_sets = {}
   for split in task.eval_splits:
-    _, examples = readers.load_examples(data_cfg, split)
+    _, examples = sources.load_examples(data_cfg, split)
     eval_sets[split] = tokenize(examples, tokenizer=tokenizer,
                                 max_length=config.data.max_length)
   train_set = tokenize(train_examples, tokenizer=tokenizer, max_length=config.data.max_length)

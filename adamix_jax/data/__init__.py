@@ -1,4 +1,5 @@
-"""Data: GLUE task registry, readers, metrics and the batching pipeline."""
+"""Data: the task registry, the data sources and their readers, metrics and the batching
+pipeline."""
 
 from adamix_jax.data.config import default_data_config
 from adamix_jax.data.metrics import accuracy
@@ -15,14 +16,16 @@ from adamix_jax.data.pipeline import shard_batch
 from adamix_jax.data.pipeline import tokenize_examples
 from adamix_jax.data.pipeline import TokenizedDataset
 from adamix_jax.data.pipeline import TrainIterator
-from adamix_jax.data.readers import DataError
-from adamix_jax.data.readers import Example
-from adamix_jax.data.readers import load_examples
-from adamix_jax.data.readers import read_custom
-from adamix_jax.data.readers import read_glue_tsv
-from adamix_jax.data.readers import read_tfds
-from adamix_jax.data.readers import SAMPLES_DIR
-from adamix_jax.data.readers import task_from_config
+from adamix_jax.data.custom import read_custom
+from adamix_jax.data.formats import DataError
+from adamix_jax.data.formats import Example
+from adamix_jax.data.glue import read_glue_tsv
+from adamix_jax.data.glue import SAMPLES_DIR
+from adamix_jax.data.sources import DataSource
+from adamix_jax.data.sources import load_examples
+from adamix_jax.data.sources import SOURCES
+from adamix_jax.data.sources import task_from_config
+from adamix_jax.data.tfds_glue import read_tfds
 from adamix_jax.data.tasks import custom_task
 from adamix_jax.data.tasks import get_task
 from adamix_jax.data.tasks import register_task

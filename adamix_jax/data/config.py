@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -82,3 +84,11 @@ def default_data_config() -> ml_collections.ConfigDict:
   # Pad every batch to max_length instead (one compiled shape).
   data.pad_to_max = False
   return data
+
+
+def field(data_cfg: Any, name: str, default: Any = None) -> Any:
+  """`data_cfg.<name>`, or `default` when the config lacks the field or holds None there.
+
+  Any object with the fields as attributes serves as a data config."""
+  value = getattr(data_cfg, name, default)
+  return default if value is None and default is not None else value

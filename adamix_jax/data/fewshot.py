@@ -1,4 +1,4 @@
-"""Few-shot splits: LiST's and LM-BFF's k-shot folders, and K-shot sampling.
+"""Sources 'fewshot_list' and 'lmbff': LiST's and LM-BFF's k-shot split folders.
 
 * LiST (Wang et al., 2021), the instances the AdaMix paper trains its few-shot models
   on: `<data_dir>/<TASK>/<K>-<seed>/train.{tsv,csv}` with K labelled examples **in
@@ -9,10 +9,8 @@
   with K examples **per class** in train and dev (K=16; seeds 13, 21, 42, 87, 100);
   test is the full GLUE dev set (MNLI: dev_matched, test_matched, test_mismatched).
   Eval splits: 'dev' (model selection) and 'test', those present in the folder.
-* `sample_examples`: K examples drawn from a full training file with a seed, in
-  total or per class.
 
-File formats, as distributed: GLUE-layout TSVs (`readers.read_glue_tsv`) except LiST's
+File formats, as distributed: GLUE-layout TSVs (`read_glue_tsv`) except LiST's
 headerless SST-2 train files (`sentence<TAB>label`) and MNLI train files (`index genre
 sentence1 sentence2 label`); subj/mpqa/mr/cr are headerless `label,text` CSVs; SNLI
 rows carry one to five annotator labels, the gold label last.
@@ -20,16 +18,17 @@ rows carry one to five annotator labels, the gold label last.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 from absl import logging
-import numpy as np
 
-from adamix_jax.data import readers
-from adamix_jax.data.readers import DataError, Example
-from adamix_jax.data.tasks import TaskSpec, get_task
-from adamix_jax.data.tasks import _key as task_key  # pylint: disable=protected-access
+from adamix_jax.data.config import field
+from adamix_jax.data.custom import read_custom
+from adamix_jax.data.formats import DataError, Example, RowParser, read_text, text_lines
+from adamix_jax.data.glue import GLUE_LAYOUTS, read_glue_tsv
+from adamix_jax.data.tasks import TaskSpec, get_task, task_key
 
 # The bundled LiST splits (<TASK>/30-<seed>/train, cut test files), the default
 # `data_dir` of source='fewshot_list'.
@@ -91,7 +90,7 @@ def _split_file(folder: Path, split: str) -> Path | None:
 def _snli_records(path: Path):
   """SNLI TSV rows: text at columns 7 and 8, gold label last (rows have 11 or 15
   fields: one or five annotator labels), as LM-BFF's SnliProcessor reads them."""
-  lines = readers._lines(readers._read_text(path))  # pylint: disable=protected-access
+  lines = text_lines(read_text(path))
   for line_no, line in enumerate(lines[1:], start=2):
     fields = line.split('\t')
     if len(fields) < 10:
@@ -115,28 +114,27 @@ def read_file(task: TaskSpec, path: str | Path, *, layout: str = 'glue',
   """
   path = Path(path)
   if layout == 'list_sst2':
-    return readers.read_custom(path, 'tsv', ('sentence',), 'label', task,
+    return read_custom(path, 'tsv', ('sentence',), 'label', task,
                                column_names=('sentence', 'label'),
                                skip_bad_rows=skip_bad_rows)
   if layout == 'list_mnli':
-    return readers.read_custom(
+    return read_custom(
         path, 'tsv', ('sentence1', 'sentence2'), 'label', task,
         column_names=('index', 'genre', 'sentence1', 'sentence2', 'label'),
         skip_bad_rows=skip_bad_rows)
   if layout != 'glue':
     raise ValueError(f'Unknown few-shot file layout {layout!r}.')
-  if task.name in readers.GLUE_LAYOUTS:
-    return readers.read_glue_tsv(task, path, skip_bad_rows=skip_bad_rows)
+  if task.name in GLUE_LAYOUTS:
+    return read_glue_tsv(task, path, skip_bad_rows=skip_bad_rows)
   if task.name in _CSV_TASKS:
-    return readers.read_custom(path, 'csv', ('sentence',), 'label', task,
+    return read_custom(path, 'csv', ('sentence',), 'label', task,
                                column_names=('label', 'sentence'),
                                skip_bad_rows=skip_bad_rows)
   if task.name == 'snli':
-    # pylint: disable-next=protected-access
-    parser = readers._RowParser(task, (7, 8), -1, skip_bad_rows, str(path))
+    parser = RowParser(task, (7, 8), -1, skip_bad_rows, str(path))
     return parser.parse(_snli_records(path))
   raise ValueError(f'No few-shot file layout for task {task.name!r}; known: '
-                   f'{sorted((*readers.GLUE_LAYOUTS, *_CSV_TASKS, "snli"))}.')
+                   f'{sorted((*GLUE_LAYOUTS, *_CSV_TASKS, "snli"))}.')
 
 
 def _list_layout(task: TaskSpec, split: str) -> str:
@@ -207,39 +205,27 @@ def read_split(source: str, task: TaskSpec | str, split: str,
   return read_file(task, path, layout=layout, skip_bad_rows=skip_bad_rows)
 
 
-def sample_examples(examples: Sequence[Example], k: int, seed: int, *,
-                    per_class: bool, num_labels: int | None = None
-                    ) -> list[Example]:
-  """K examples drawn without replacement, kept in their original order.
+# ----------------------------------------------------------------------------
+# The sources: data.data_dir, data.fewshot_k, data.fewshot_seed.
 
-  Args:
-    examples: the full training set.
-    k: examples in total, or per class when `per_class`.
-    seed: `np.random.default_rng(seed)` draws them (per class: class by class,
-      in label order, from one stream).
-    per_class: draw k of every class (classification only).
-    num_labels: the task's class count (needed when `per_class`).
 
-  Returns:
-    k (or k * num_labels) examples.
-  """
-  k = int(k)
-  if k <= 0:
-    raise ValueError(f'data.fewshot_k must be positive to sample, got {k}.')
-  rng = np.random.default_rng(int(seed))
-  if not per_class:
-    if k > len(examples):
-      raise DataError(f'Cannot sample {k} examples from {len(examples)}.')
-    picks = rng.choice(len(examples), k, replace=False)
-  else:
-    if not num_labels or any(isinstance(e.label, float) for e in examples[:1]):
-      raise ValueError('Per-class sampling needs a classification task.')
-    labels = np.asarray([e.label for e in examples])
-    picks = []
-    for c in range(num_labels):
-      members = np.flatnonzero(labels == c)
-      if len(members) < k:
-        raise DataError(f'Class {c} has {len(members)} training examples, fewer '
-                        f'than data.fewshot_k={k} per class.')
-      picks.extend(rng.choice(members, k, replace=False))
-  return [examples[i] for i in sorted(int(i) for i in picks)]
+def task(data_cfg: Any, *, source: str) -> TaskSpec:
+  """The registered task `data.task` names, with the eval splits of its split folder
+  (`eval_splits`)."""
+  spec = get_task(field(data_cfg, 'task', ''))
+  return dataclasses.replace(spec, eval_splits=eval_splits(
+      source, spec, field(data_cfg, 'data_dir', ''),
+      int(field(data_cfg, 'fewshot_k', 0) or 0),
+      int(field(data_cfg, 'fewshot_seed', 0) or 0)))
+
+
+def read(data_cfg: Any, spec: TaskSpec, split: str, *,
+         source: str) -> tuple[list[Example], str]:
+  """One split of the configured folder (`read_split`); returns also a description of
+  where it came from."""
+  data_dir = field(data_cfg, 'data_dir', '')
+  examples = read_split(
+      source, spec, split, data_dir, int(field(data_cfg, 'fewshot_k', 0) or 0),
+      int(field(data_cfg, 'fewshot_seed', 0) or 0),
+      skip_bad_rows=bool(field(data_cfg, 'skip_bad_rows', False)))
+  return examples, f'{source} {spec.name} {split} (data_dir={data_dir or "bundled"})'

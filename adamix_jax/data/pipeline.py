@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from adamix_jax.data.readers import Example
+from adamix_jax.data.formats import Example
 
 Batch = dict[str, np.ndarray]
 

@@ -1,7 +1,7 @@
 """Task registry: what each GLUE task reads, predicts and reports.
 
 A `TaskSpec` holds only task semantics (text fields, label set, metrics); where the
-text lives in a particular file layout is the readers' business (`readers.py`).
+text lives in a particular file layout is the business of the data sources (`sources.py`).
 Labels are ordered as tensorflow-datasets orders them, so a tfds integer label and
 an index into `TaskSpec.labels` mean the same class.
 """
@@ -89,14 +89,14 @@ _NLI2 = ('entailment', 'not_entailment')
 _REGISTRY: dict[str, TaskSpec] = {}
 
 
-def _key(name: str) -> str:
-  # 'SST-2', 'sst-2', 'sst_2' and 'sst2' all name the same task.
+def task_key(name: str) -> str:
+  """The normalised form of a task name: 'SST-2', 'sst-2', 'sst_2' and 'sst2' are one task."""
   return re.sub(r'[^a-z0-9]', '', name.lower())
 
 
 def register_task(spec: TaskSpec, *, overwrite: bool = False) -> TaskSpec:
   """Adds `spec` to the registry under its normalised name and returns it."""
-  key = _key(spec.name)
+  key = task_key(spec.name)
   if key in _REGISTRY and not overwrite and _REGISTRY[key] != spec:
     raise ValueError(f'Task {spec.name!r} is already registered differently; '
                      'pass overwrite=True to replace it.')
@@ -107,7 +107,7 @@ def register_task(spec: TaskSpec, *, overwrite: bool = False) -> TaskSpec:
 def get_task(name: str) -> TaskSpec:
   """Looks a task up by name, ignoring case, '-' and '_' ('SST-2' == 'sst2')."""
   try:
-    return _REGISTRY[_key(name)]
+    return _REGISTRY[task_key(name)]
   except KeyError:
     raise ValueError(f'Unknown task {name!r}; known tasks: '
                      f'{", ".join(sorted(_REGISTRY))}. Use source="custom" '
