@@ -5,8 +5,9 @@ An export directory holds:
   factors, the task head; for bitfit the biases, for full fine-tuning every tensor), keyed
   by their '/'-joined parameter path;
 - `export.json`: what rebuilds the model around them: the base checkpoint, the method and
-  its (merged) adaptation config, the task and label names, tensor shapes, and the metrics
-  measured at export time.
+  its (merged) adaptation config, the task and label names, how the training files were
+  written (the column names of headerless files), tensor shapes, and the metrics measured
+  at export time.
 `load_export` reloads the base checkpoint, overlays the tensors and returns a model that
 predicts exactly as the trained one did.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import ml_collections
 import jax.numpy as jnp
@@ -26,6 +27,7 @@ import safetensors.numpy
 
 from adamix_jax import merging, methods, registry
 from adamix_jax.adapters import AdaptationConfig
+from adamix_jax.data import sources
 from adamix_jax.data.tasks import TaskSpec
 from adamix_jax.model import Model, from_pretrained
 
@@ -67,7 +69,7 @@ def export_run(params: Any, out_dir: str | os.PathLike, *, config: ml_collection
       prompt=({'template': config.prompt.template,
                'label_words': dict(config.prompt.label_words)}
               if model.head == 'prompt' else None),
-      metrics=metrics)
+      file_layout=sources.file_layout(config.data), metrics=metrics)
 
 
 def write_export(out_dir: str | os.PathLike, tensors: dict[str, np.ndarray], *,
@@ -76,9 +78,12 @@ def write_export(out_dir: str | os.PathLike, tensors: dict[str, np.ndarray], *,
                  dtype: str = 'float32', head: str = 'classifier',
                  label_word_ids: tuple[int, ...] = (), pooling: str = 'cls',
                  prompt: dict[str, Any] | None = None,
+                 file_layout: Mapping[str, Any] | None = None,
                  metrics: dict[str, float] | None = None) -> epath.Path:
   """Writes an export directory: `tensors` ('/'-joined paths) and the export.json that
-  rebuilds the model around them (`load_export`)."""
+  rebuilds the model around them (`load_export`). `file_layout` says how the training
+  files were written (`sources.DataSource.file_layout`: their format, the column names of
+  headerless files), so that `predict` reads files like them."""
   info = {
       'format_version': FORMAT_VERSION,
       'base_checkpoint': base_checkpoint,
@@ -97,6 +102,8 @@ def write_export(out_dir: str | os.PathLike, tensors: dict[str, np.ndarray], *,
       # task is not in the registry).
       'task_metrics': list(task.metrics),
       'selection_metric': task.selection_metric,
+      # How the training files were written (None: nothing `predict` needs to know).
+      'file_layout': dict(file_layout) if file_layout is not None else None,
       'max_length': int(max_length),
       'dtype': dtype,
       'shapes': {k: list(v.shape) for k, v in tensors.items()},

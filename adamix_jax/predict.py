@@ -4,7 +4,9 @@
 its tokenizer once; `Predictor.predict_file` then reads a file, runs the jitted merged model
 over `pipeline.eval_batches` (every row exactly once, in file order), writes one prediction
 per input row and, when the file has the label column, computes the task's metrics with
-`metrics.compute_metrics`, exactly as training evaluates.
+`metrics.compute_metrics`, exactly as training evaluates. Input files are read as training
+reads custom files (`data.custom`); a CSV/TSV without a header line is read by the column
+names the model's training files had (`data.column_names`, recorded in the export).
 
 Output formats, chosen by the output file's extension:
 - .tsv / .csv: a header, then per row `prediction` (the label name; for regression the
@@ -219,7 +221,8 @@ class Predictor:
                    output_path: str | os.PathLike | None = None, *,
                    text_columns: Sequence[str] | None = None,
                    label_column: str | None = 'label', require_labels: bool = False,
-                   input_format: str = '', output_format: str = '') -> PredictionResult:
+                   input_format: str = '', output_format: str = '',
+                   column_names: Sequence[str] | None = None) -> PredictionResult:
     """Predicts every row of `input_path`, writes `output_path`, scores labelled files.
 
     Args:
@@ -228,10 +231,15 @@ class Predictor:
       text_columns: the text columns; None: those the model was trained on.
       label_column: the gold label column; evaluated if the file has it.
       require_labels: fail if the file has no `label_column`.
+      column_names: the columns of a headerless CSV/TSV (see `read_file`); None: those
+        the model's training files had (`data.column_names`, recorded in the export).
     """
+    if column_names is None:
+      column_names = (self.info.get('file_layout') or {}).get('column_names')
     examples, has_labels = read_file(input_path, self.task, text_columns=text_columns,
                                      label_column=label_column,
-                                     require_labels=require_labels, fmt=input_format)
+                                     require_labels=require_labels, fmt=input_format,
+                                     column_names=column_names)
     outputs = self.predict(examples)
     written = None
     if output_path is not None:

@@ -45,6 +45,28 @@ def trained(tiny_checkpoint, tmp_path_factory):
   return results, predictor, root / 'glue' / 'SST-2' / 'dev.tsv', root / 'run' / 'export'
 
 
+@pytest.fixture(scope='module')
+def trained_headerless(tiny_checkpoint, tmp_path_factory):
+  """A tiny run on headerless CSVs (`label,sentence`) read through data.column_names, the
+  Predictor of its export, and its dev file."""
+  root = tmp_path_factory.mktemp('headerless')
+  for split, rows in (('train', 64), ('dev', DEV_ROWS)):
+    lines = (SAMPLES_DIR / 'SST-2' / f'{split}.tsv').read_text().splitlines()[1:rows + 1]
+    with open(root / f'{split}.csv', 'w', newline='') as f:
+      csv.writer(f).writerows(line.split('\t')[::-1] for line in lines)
+  config = tiny.get_config()
+  config.model.checkpoint = str(tiny_checkpoint)
+  config.data.source = 'custom'
+  config.data.train_file = str(root / 'train.csv')
+  config.data.eval_files = (str(root / 'dev.csv'),)
+  config.data.column_names = ('label', 'sentence')
+  config.num_train_steps, config.eval_every_steps = 2, 2
+  results = train.train_and_evaluate(config, root / 'run')
+  predictor = predict.Predictor(root / 'run' / 'export', batch_size=config.eval_batch_size,
+                                bucket_size=config.data.bucket_size)
+  return results, predictor, root / 'dev.csv'
+
+
 def _read_tsv(path):
   with open(path, newline='') as f:
     return list(csv.DictReader(f, delimiter='\t'))
@@ -134,3 +156,30 @@ def test_cli_writes_predictions_and_prints_metrics(trained, tmp_path):
                        text=True)
   assert out.returncode != 0
   assert f"error: {dev}:1: missing column(s) ['review']" in out.stderr
+
+
+def test_headerless_csv_trained_with_column_names_is_predicted_as_trained(
+    trained_headerless, tmp_path):
+  results, predictor, dev = trained_headerless
+  assert predictor.info['file_layout'] == {'format': '', 'column_names': ['label', 'sentence']}
+  result = predictor.predict_file(dev, tmp_path / 'pred.csv')
+  assert len(result.predictions) == DEV_ROWS
+  assert result.metrics == pytest.approx(results['best']['metrics'], abs=1e-12)
+  # The same rows with a header line, and with their columns in another order.
+  headed = tmp_path / 'headed.csv'
+  headed.write_text('label,sentence\n' + dev.read_text())
+  again = predictor.predict_file(headed, None)
+  np.testing.assert_array_equal(again.outputs, result.outputs)
+  assert again.metrics == result.metrics
+  with open(dev, newline='') as f:
+    rows = list(csv.reader(f))
+  swapped = tmp_path / 'swapped.csv'
+  with open(swapped, 'w', newline='') as f:
+    csv.writer(f).writerows([['sentence', 'label']] + [row[::-1] for row in rows])
+  np.testing.assert_array_equal(predictor.predict_file(swapped, None).outputs, result.outputs)
+  # Names passed explicitly read the file as the export's would.
+  examples, labelled = predict.read_file(dev, predictor.task, column_names=['label', 'sentence'])
+  assert labelled and len(examples) == DEV_ROWS
+  # Without the names, the first row is taken for a header and lacks the text column.
+  with pytest.raises(DataError, match=rf"{dev}:1: missing column\(s\) \['sentence'\]"):
+    predict.read_file(dev, predictor.task)
