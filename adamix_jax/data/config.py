@@ -23,6 +23,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   # 'test'), 'lmbff' (LM-BFF's k-shot: <TASK>/<K>-<seed>/{train,dev,test}, K per
   # class, eval splits 'dev' then 'test'), 'sample' (K examples drawn from the
   # training set that `sample_source` reads; eval splits as that source's).
+  # Each is one record in adamix_jax/data/sources.py.
   data.source = 'glue_tsv'
   # glue_tsv: the directory holding <TASK>/ folders ('' = the small sample bundled
   # in adamix_jax/data/samples/glue); tfds: the TFDS data dir ('' = tfds default);
@@ -56,7 +57,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   data.format = ''
   # custom only: column names of a CSV/TSV without a header line, in file order
   # (e.g. ('sentence', 'label') for the LiST few-shot SST-2 files); () = the
-  # first line is the header.
+  # first line is the header. Kept in the export: prediction reads such files too.
   data.column_names = ()
   # custom only: the one or two text columns; () = the registered task's names.
   data.text_columns = ()
