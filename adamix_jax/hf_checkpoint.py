@@ -189,25 +189,29 @@ def load_config(model_dir: str | os.PathLike) -> EncoderConfig:
     raise CheckpointError(f'{path}: {e}') from e
 
 
-def read_state_dict(model_dir: str | os.PathLike, *,
-                    allow_pickle: bool = False) -> tuple[dict[str, np.ndarray], str]:
-  """All tensors of a checkpoint directory as float32 numpy arrays, and the file read."""
+def weight_files(model_dir: str | os.PathLike, *, allow_pickle: bool = False
+                 ) -> tuple[list[Path], Path]:
+  """The files holding a checkpoint's tensors (model.safetensors, the shards an index
+  names, or pytorch_model.bin when `allow_pickle`) and the file to name as its source."""
   model_dir = Path(model_dir)
   single, index = model_dir / SAFETENSORS, model_dir / SAFETENSORS_INDEX
   if single.is_file():
-    return _to_numpy(_load_safetensors(single)), str(single)
+    return [single], single
   if index.is_file():
-    with open(index) as f:
-      weight_map = json.load(f).get('weight_map')
+    try:
+      with open(index) as f:
+        weight_map = json.load(f).get('weight_map')
+    except (json.JSONDecodeError, AttributeError) as e:
+      raise CheckpointError(f'{index}: not a safetensors index ({e})') from e
     if not isinstance(weight_map, dict):
       raise CheckpointError(f'{index}: no "weight_map" object')
-    state = {}
+    shards = []
     for shard in sorted(set(weight_map.values())):
       shard_path = model_dir / shard
       if not shard_path.is_file():
         raise CheckpointError(f'{index} names shard {shard}, which is missing from {model_dir}')
-      state.update(_load_safetensors(shard_path))
-    return _to_numpy(state), str(index)
+      shards.append(shard_path)
+    return shards, index
   pickle_path = model_dir / PICKLE
   if pickle_path.is_file():
     if not allow_pickle:
@@ -215,12 +219,24 @@ def read_state_dict(model_dir: str | os.PathLike, *,
           f'{model_dir} holds only {PICKLE}, a pickle file that can run arbitrary code when '
           'loaded. Convert it to safetensors, or pass allow_pickle=True '
           '(config: model.allow_pickle=True) if you trust its source.')
-    import torch  # pylint: disable=import-outside-toplevel
-    state = torch.load(pickle_path, map_location='cpu', weights_only=True)
-    return {k: v.float().numpy() if v.is_floating_point() else v.numpy()
-            for k, v in state.items()}, str(pickle_path)
+    return [pickle_path], pickle_path
   raise CheckpointError(f'Missing file: {model_dir} has no {SAFETENSORS}, {SAFETENSORS_INDEX} '
                         f'or {PICKLE}')
+
+
+def read_state_dict(model_dir: str | os.PathLike, *,
+                    allow_pickle: bool = False) -> tuple[dict[str, np.ndarray], str]:
+  """All tensors of a checkpoint directory as float32 numpy arrays, and the file read."""
+  files, source = weight_files(model_dir, allow_pickle=allow_pickle)
+  if source.name == PICKLE:
+    import torch  # pylint: disable=import-outside-toplevel
+    state = torch.load(source, map_location='cpu', weights_only=True)
+    return {k: v.float().numpy() if v.is_floating_point() else v.numpy()
+            for k, v in state.items()}, str(source)
+  state = {}
+  for path in files:
+    state.update(_load_safetensors(path))
+  return _to_numpy(state), str(source)
 
 
 def _load_safetensors(path: Path) -> dict[str, Any]:
@@ -389,3 +405,82 @@ def load_pretrained(name_or_path: str | os.PathLike, *, allow_pickle: bool = Fal
     raise CheckpointError(f'{source}: {len(unknown)} unexpected tensors that match no '
                           f'{config.model_type} parameter: {_abbrev(unknown, 20)}')
   return config, params, ignored, source
+
+
+def _safetensors_header(path: Path) -> dict[str, Any]:
+  """The JSON header of a safetensors file (tensor names, dtypes, shapes, offsets): the
+  first 8 bytes give its length. Reads no tensor data."""
+  try:
+    size = path.stat().st_size
+    with open(path, 'rb') as f:
+      n = int.from_bytes(f.read(8), 'little')
+      if size < 8 or not 2 <= n <= size - 8:
+        raise ValueError(f'header length {n} does not fit in a file of {size} bytes')
+      header = json.loads(f.read(n))
+    end = max((int(v['data_offsets'][1]) for k, v in header.items() if k != '__metadata__'),
+              default=0)
+    if 8 + n + end > size:
+      raise ValueError(f'the tensors end at byte {8 + n + end}, the file has {size}')
+  except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+    raise CheckpointError(f'{path}: not a readable safetensors file ({e}); the file may be '
+                          'truncated or of another format') from e
+  return header
+
+
+def _expected_hf_shapes(config: EncoderConfig) -> dict[str, tuple[int, ...]]:
+  """The shape config.json implies for each backbone tensor, by HF key (no prefix)."""
+  h, inter = config.hidden_size, config.intermediate_size
+  shapes = {'embeddings.word_embeddings.weight': (config.vocab_size, h),
+            'embeddings.position_embeddings.weight': (config.max_position_embeddings, h),
+            'embeddings.token_type_embeddings.weight': (config.type_vocab_size, h),
+            'embeddings.LayerNorm.weight': (h,), 'embeddings.LayerNorm.bias': (h,),
+            'pooler.dense.weight': (h, h), 'pooler.dense.bias': (h,)}
+  for i in range(config.num_hidden_layers):
+    layer = f'encoder.layer.{i}.'
+    for name in ('attention.self.query', 'attention.self.key', 'attention.self.value',
+                 'attention.output.dense'):
+      shapes[layer + name + '.weight'], shapes[layer + name + '.bias'] = (h, h), (h,)
+    shapes[layer + 'intermediate.dense.weight'] = (inter, h)
+    shapes[layer + 'intermediate.dense.bias'] = (inter,)
+    shapes[layer + 'output.dense.weight'], shapes[layer + 'output.dense.bias'] = (h, inter), (h,)
+    for norm in ('attention.output.LayerNorm', 'output.LayerNorm'):
+      shapes[f'{layer}{norm}.weight'] = shapes[f'{layer}{norm}.bias'] = (h,)
+  return shapes
+
+
+def check_checkpoint(model_dir: str | os.PathLike, *, allow_pickle: bool = False
+                     ) -> EncoderConfig:
+  """Before anything is loaded: config.json parses, every safetensors file's header opens
+  and its tensors fit in the file, and the backbone tensors it names have the shapes
+  config.json implies (a layer beyond num_hidden_layers is named too). Reads headers
+  only, no tensor data; a pickle checkpoint is checked when it is loaded.
+
+  Returns:
+    The encoder config of config.json.
+  Raises:
+    CheckpointError: naming the file, and the tensor with both shapes.
+  """
+  model_dir = Path(model_dir)
+  config = load_config(model_dir)
+  files, source = weight_files(model_dir, allow_pickle=allow_pickle)
+  if source.name == PICKLE:
+    return config
+  expected = _expected_hf_shapes(config)
+  prefix = f'{config.model_type}.'
+  layer = re.compile(r'encoder\.layer\.(\d+)\.')
+  for path in files:
+    for key, info in _safetensors_header(path).items():
+      if key == '__metadata__':
+        continue
+      k = key[len(prefix):] if key.startswith(prefix) else key
+      k = _LEGACY_LAYER_NORM.sub(lambda m: m.group(1) + _LEGACY_NAMES[m.group(2)], k)
+      m = layer.match(k)
+      if m and int(m.group(1)) >= config.num_hidden_layers:
+        raise CheckpointError(f'{path}: tensor {key} belongs to layer {m.group(1)}, but '
+                              f'{model_dir / "config.json"} has num_hidden_layers='
+                              f'{config.num_hidden_layers}')
+      shape = tuple(info.get('shape', ())) if isinstance(info, dict) else ()
+      if k in expected and shape != expected[k]:
+        raise CheckpointError(f'{path}: tensor {key} has shape {list(shape)}; '
+                              f'{model_dir / "config.json"} implies {list(expected[k])}')
+  return config
