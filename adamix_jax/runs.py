@@ -18,7 +18,7 @@ import ml_collections
 
 from adamix_jax import merging, methods, optim, prompts, registry, sharding
 from adamix_jax.config_fields import ConfigError
-from adamix_jax.adapters import AdaptationConfig
+from adamix_jax.adapters import ACTIVATIONS, LORA_TARGETS, PLACEMENTS, AdaptationConfig
 from adamix_jax.data import pipeline, sources
 from adamix_jax.data.tasks import TaskSpec
 from adamix_jax.encoder import ATTENTIONS, REMATS
@@ -125,21 +125,125 @@ def validate_config(config: ml_collections.ConfigDict, hidden_size: int | None =
       raise ConfigError(f'config.eval_expert={config.eval_expert} is out of range: '
                         f'config.adapter.num_experts={a.num_experts} (eval_mode=expert takes '
                         f'an expert index in [0, {a.num_experts - 1}])')
+  for name, low in INTEGER_FIELDS.items():
+    _check_integer(config, name, low)
   for name in ('batch_size', 'eval_batch_size'):
     size = config[name]
-    if size <= 0:
-      raise ConfigError(f'config.{name}={size} must be positive')
     if num_devices and size % num_devices:
       raise ConfigError(f'config.{name}={size} is not divisible by the {num_devices} devices '
                         'of the data-parallel mesh')
+  if not (_is_number(config.num_epochs) and math.isfinite(config.num_epochs)):
+    raise ConfigError(f'config.num_epochs={config.num_epochs!r} must be a finite number')
   if config.num_train_steps <= 0 and config.num_epochs <= 0:
     raise ConfigError('Set config.num_epochs or config.num_train_steps to a positive value')
   length = config.data.max_length
-  if length <= 0:
-    raise ConfigError(f'config.data.max_length={length} must be positive')
+  try:  # the task and its label set, from the data config alone (no file is read)
+    sources.task_from_config(data_config(config))
+  except sources.DataError:
+    raise
+  except ValueError as e:
+    raise ConfigError(f'config.data (task={config.data.task!r}, source='
+                      f'{config.data.source!r}): {e}') from None
+  if config.mesh.data != -1 and config.mesh.data < 1:
+    raise ConfigError(f'config.mesh.data={config.mesh.data} must be -1 (all devices) or >= 1')
+  if a.placement not in PLACEMENTS and a.placement != 'pfeiffer':
+    raise ConfigError(f'config.adapter.placement={a.placement!r}: choose '
+                      f'{" or ".join(PLACEMENTS)}')
+  if a.adapter_activation not in ACTIVATIONS:
+    raise ConfigError(f'config.adapter.adapter_activation={a.adapter_activation!r}: choose '
+                      f'{", ".join(sorted(ACTIVATIONS))}')
+  if method.trains == 'lora':
+    unknown = [t for t in a.lora_targets if t not in LORA_TARGETS]
+    if unknown or not a.lora_targets:
+      raise ConfigError(f'config.adapter.lora_targets={tuple(a.lora_targets)!r}: choose one '
+                        f'or more of {", ".join(LORA_TARGETS)}')
+    if not (_is_number(a.lora_alpha) and math.isfinite(a.lora_alpha) and a.lora_alpha > 0):
+      raise ConfigError(f'config.adapter.lora_alpha={a.lora_alpha!r} must be a finite '
+                        'number > 0')
+    if not (_is_number(a.lora_dropout) and 0 <= a.lora_dropout < 1):
+      raise ConfigError(f'config.adapter.lora_dropout={a.lora_dropout!r} must be in [0, 1)')
+  if not (_is_number(a.init_std) and math.isfinite(a.init_std) and a.init_std >= 0):
+    raise ConfigError(f'config.adapter.init_std={a.init_std!r} must be a finite number >= 0')
+  if config.model.dtype not in DTYPES:
+    raise ConfigError(f'config.model.dtype={config.model.dtype!r}: choose '
+                      f'{" or ".join(DTYPES)}')
   if max_input_length is not None and length > max_input_length:
     raise ConfigError(f'config.data.max_length={length} exceeds the {max_input_length} tokens '
                       "the checkpoint's position table holds (max_position_embeddings)")
+
+
+# Integer fields and their least value (types: ml_collections refuses a float for an int
+# field given on the command line; a config file may still hold one).
+INTEGER_FIELDS = {
+    'batch_size': 1, 'eval_batch_size': 1, 'num_train_steps': None, 'eval_every_steps': 0,
+    'checkpoint_every_steps': 0, 'max_checkpoints_to_keep': 1, 'log_every_steps': 1,
+    'fisher_batches': 1, 'seed': 0, 'eval_expert': 0, 'data.max_length': 1,
+    'data.bucket_size': 1, 'data.max_train_examples': 0, 'adapter.adapter_size': None,
+    'adapter.num_experts': None, 'adapter.lora_rank': None, 'mesh.data': None,
+    'mesh.fsdp': 1, 'mesh.fsdp_min_size': 0,
+}
+DTYPES = ('float32', 'bfloat16')
+
+
+def _is_number(value: Any) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_integer(config: ml_collections.ConfigDict, dotted: str, low: int | None) -> None:
+  value = config
+  for part in dotted.split('.'):
+    value = value[part]
+  if not isinstance(value, int) or isinstance(value, bool):
+    raise ConfigError(f'config.{dotted}={value!r} must be an integer')
+  if low is not None and value < low:
+    raise ConfigError(f'config.{dotted}={value} must be >= {low}')
+
+
+def check_workdir(workdir: str | os.PathLike) -> None:
+  """The workdir is a directory, or can be created as one, and can be written. Local paths
+  only (gs:// is left to the storage client)."""
+  text = os.fspath(workdir)
+  if not text.strip():
+    raise ConfigError('--workdir is empty: pass a directory for the run')
+  if '://' in text:
+    return
+  path = os.path.abspath(os.path.expanduser(text))
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if existing != path and not os.path.isdir(existing):
+    raise ConfigError(f'--workdir={text}: {existing} is a file, so the directory cannot be '
+                      'created')
+  if existing == path and not os.path.isdir(path):
+    raise ConfigError(f'--workdir={text} is a file; expected a directory (created when '
+                      'missing)')
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ConfigError(f'--workdir={text}: {existing} is not writable')
+  for name in ('checkpoints', 'best', 'export', 'config.json', 'results.json'):
+    inside = os.path.join(path, name)
+    if os.path.exists(inside) and os.path.isdir(inside) == (name.endswith('.json')):
+      raise ConfigError(f'--workdir={text}: {inside} is a '
+                        f'{"directory" if name.endswith(".json") else "file"}; this run '
+                        f'writes a {"file" if name.endswith(".json") else "directory"} there')
+
+
+def check_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
+              num_devices: int) -> Any:
+  """Everything a run needs that can be checked without reading data or weights: the
+  config's fields, the workdir, and the checkpoint (config.json, the safetensors headers,
+  shapes, and the fields that depend on the encoder). Writes nothing.
+
+  Returns:
+    The checkpoint directory.
+  """
+  from adamix_jax import hf_checkpoint  # pylint: disable=import-outside-toplevel
+  validate_config(config, num_devices=num_devices)
+  check_workdir(workdir)
+  model_dir = hf_checkpoint.resolve_model_dir(config.model.checkpoint)
+  encoder = hf_checkpoint.check_checkpoint(model_dir, allow_pickle=config.model.allow_pickle)
+  validate_config(config, hidden_size=encoder.hidden_size, num_devices=num_devices,
+                  max_input_length=encoder.max_input_length)
+  return model_dir
 
 
 def data_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -176,11 +280,10 @@ def load_data(config: ml_collections.ConfigDict, tokenizer: Any) -> tuple[TaskSp
 
 def build_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> tuple[Run, Any]:
   """Loads data and the pretrained model; returns the run and the initial parameters."""
+  validate_config(config)  # before the mesh, whose fields it checks
   mesh = sharding.make_mesh(config)
-  validate_config(config, num_devices=mesh.size)
+  model_dir = check_run(config, workdir, mesh.size)
   adaptation = adaptation_from_config(config)
-  from adamix_jax import hf_checkpoint  # pylint: disable=import-outside-toplevel
-  model_dir = hf_checkpoint.resolve_model_dir(config.model.checkpoint)
   tokenizer = pipeline.load_tokenizer(model_dir)
   task, train_set, eval_sets, word_ids = load_data(config, tokenizer)
   model, params, report = from_pretrained(
