@@ -16,6 +16,7 @@ from pathlib import Path
 from absl import app, flags
 
 from adamix_jax import interop
+from experiments import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'A training run directory (its export/ is read).')
@@ -35,11 +36,13 @@ def main(argv):
   try:
     out = interop.convert_export(source, FLAGS.out, FLAGS.format,
                                  base_checkpoint=FLAGS.base_checkpoint)
-  except (interop.InteropError, FileNotFoundError, ValueError) as e:  # ValueError: a bad
-    # export.json or tensor file, a base checkpoint that does not fit (each names the file)
-    raise SystemExit(f'error: {e}') from None
+  except ValueError as e:  # a bad export.json or tensor file, a base checkpoint that does
+    # not fit: each names the file
+    if isinstance(e, cli.USER_ERRORS):
+      raise
+    raise interop.InteropError(str(e)) from e
   print(f'Wrote {FLAGS.format} export of {source} to {out}')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -12,13 +12,17 @@ table (final metrics) as Markdown, CSV and a plot. Finished runs are skipped on 
 (runs trained with another config are refused); every split is read before anything trains.
 """
 
+from pathlib import Path
+
 from absl import app, flags
 
-from adamix_jax import distributed, report, runs, sweep
+from adamix_jax import distributed, report, runs, sharding, sweep
 from adamix_jax.data import readers
 from configs.presets import parse_method_overrides, parse_value, preset_with
+from experiments import cli
 
 FLAGS = flags.FLAGS
+CONFIGS = Path(__file__).resolve().parents[1] / 'configs' / 'fewshot'
 flags.DEFINE_string('workdir', None, 'Root of the runs: ROOT/<task>/<method>/seed_<seed>.')
 ALL_TASKS = ['mnli', 'rte', 'qqp', 'sst2', 'subj', 'mpqa']
 # The bundled copy has no MNLI and QQP test files (LiST's are GLUE's dev sets, > 4 MiB).
@@ -55,16 +59,31 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(f'--method_override: {e}') from None
   tasks = FLAGS.tasks or (ALL_TASKS if FLAGS.data_dir else BUNDLED_TASKS)
-  planned = []
-  for task in tasks:
-    planned += sweep.plan(f'configs/fewshot/{task}.py', FLAGS.workdir, tasks=[task],
-                       methods=FLAGS.methods, seeds=[int(s) for s in FLAGS.seeds],
-                       overrides=overrides, preset=preset)
+  unknown = [t for t in tasks if not (CONFIGS / f'{t}.py').is_file()]
+  if unknown:
+    raise app.UsageError(f'--tasks: no configs/fewshot/{unknown[0]}.py; tasks: '
+                         f'{", ".join(ALL_TASKS)}')
   try:
-    check_data(planned)
+    seeds = [int(s) for s in FLAGS.seeds]
+  except ValueError:
+    raise app.UsageError(f'--seeds={",".join(FLAGS.seeds)}: seeds are integers') from None
+  planned = []
+  try:
+    for task in tasks:
+      planned += sweep.plan(CONFIGS / f'{task}.py', FLAGS.workdir, tasks=[task],
+                            methods=FLAGS.methods, seeds=seeds, overrides=overrides,
+                            preset=preset)
+  except ValueError as e:  # a field's value (ConfigError), a repeated or unknown name
+    if isinstance(e, cli.USER_ERRORS):
+      raise
+    raise app.UsageError(str(e)) from None
+  check_data(planned)
+  for run in planned:
+    runs.check_run(run.config, run.workdir, sharding.make_mesh(run.config).size)
+  try:
     outcome = sweep.run_sweep(planned)  # refuses stale runs before training any
   except ValueError as e:
-    raise SystemExit(f'Error: {e}') from None
+    raise cli.InputError(str(e)) from e
   paths = report.write_report(FLAGS.workdir, f'{FLAGS.workdir}/report', which='final')
   print(paths['markdown'].read_text())
   if outcome['failed']:
@@ -85,12 +104,12 @@ def check_data(planned) -> None:
       for split in ('train', *readers.task_from_config(data).eval_splits):
         readers.load_examples(data, split)
     except (OSError, ValueError) as e:  # DataError is a ValueError
-      problems.append(f'  {run.task} seed {run.seed}: {e}')
+      problems.append(f'{run.task} seed {run.seed}: {e}')
   if problems:
-    raise ValueError('The few-shot data is missing or unreadable (nothing was trained; '
-                     'pass --data_dir, or leave these tasks out of --tasks):\n' +
-                     '\n'.join(problems))
+    raise readers.DataError('The few-shot data is missing or unreadable (nothing was '
+                            'trained; pass --data_dir, or leave these tasks out of --tasks): '
+                            + '; '.join(problems))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -12,7 +12,8 @@
 from absl import app, flags
 
 from adamix_jax.data.tasks import custom_task, get_task
-from adamix_jax.interop import InteropError, peft_io
+from adamix_jax.interop import peft_io
+from experiments import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('adapter', None, 'A PEFT LoRA adapter directory.')
@@ -29,16 +30,16 @@ flags.mark_flags_as_required(['adapter', 'out', 'task'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  task = (get_task(FLAGS.task) if FLAGS.labels is None else
-          custom_task(FLAGS.task, FLAGS.text_columns, FLAGS.labels or None))
   try:
-    out = peft_io.import_to_export(FLAGS.adapter, FLAGS.out, task=task,
-                                   base_checkpoint=FLAGS.base_checkpoint,
-                                   max_length=FLAGS.max_length)
-  except InteropError as e:
-    raise SystemExit(f'error: {e}') from None
+    task = (get_task(FLAGS.task) if FLAGS.labels is None else
+            custom_task(FLAGS.task, FLAGS.text_columns, FLAGS.labels or None))
+  except ValueError as e:  # an unknown task name or label set
+    raise app.UsageError(f'--task={FLAGS.task}: {e}') from e
+  out = peft_io.import_to_export(FLAGS.adapter, FLAGS.out, task=task,
+                                 base_checkpoint=FLAGS.base_checkpoint,
+                                 max_length=FLAGS.max_length)
   print(f'Wrote adamix-jax export of {FLAGS.adapter} to {out}')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

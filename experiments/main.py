@@ -28,4 +28,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(cli.main(main, (train.NonFiniteLossError,)))
+  cli.run(main, (train.NonFiniteLossError,))

@@ -9,7 +9,7 @@ when finished, only re-evaluates).
 
 import time
 
-from absl import app, flags
+from absl import flags
 
 from adamix_jax import train
 from configs import quickstart
@@ -45,4 +45,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(cli.main(main, (train.NonFiniteLossError,)))
+  cli.run(main, (train.NonFiniteLossError,))

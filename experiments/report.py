@@ -10,6 +10,7 @@ Conventions (headline metrics, sample std, Avg.): `adamix_jax/report.py`.
 from absl import app, flags
 
 from adamix_jax import report
+from experiments import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('root', None, 'Directory searched recursively for results.json files.')
@@ -25,11 +26,11 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   try:
     paths = report.write_report(FLAGS.root, FLAGS.out or f'{FLAGS.root}/report', FLAGS.which)
-  except (ValueError, FileNotFoundError) as e:  # the message names the file at fault
-    raise SystemExit(f'error: {e}') from None
+  except ValueError as e:  # a malformed results.json: the message names the file
+    raise cli.InputError(str(e)) from e
   print(paths['markdown'].read_text())
   print('\n'.join(f'Wrote {p}' for p in paths.values()))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -21,8 +21,10 @@ Kept short on purpose: the logic lives in `adamix_jax/sweep.py`.
 from absl import app, flags
 from ml_collections import config_flags
 
-from adamix_jax import distributed, registry, sweep
+from adamix_jax import distributed, registry, runs, sharding, sweep
+from adamix_jax.data import readers
 from configs.presets import method_preset
+from experiments import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Root: run (task, method, seed) goes to '
@@ -43,14 +45,19 @@ def main(argv):
   distributed.initialize_from_environment()
   try:
     seeds = [int(s) for s in FLAGS.seeds]
-    runs = sweep.plan(config_flags.get_config_filename(FLAGS['config']), FLAGS.workdir,
-                      tasks=FLAGS.tasks, methods=FLAGS.methods, seeds=seeds,
-                      overrides=config_flags.get_override_values(FLAGS['config']),
-                      preset=method_preset)
-  except ValueError as e:
+  except ValueError:
+    raise app.UsageError(f'--seeds={",".join(FLAGS.seeds)}: seeds are integers') from None
+  try:
+    planned = sweep.plan(config_flags.get_config_filename(FLAGS['config']), FLAGS.workdir,
+                         tasks=FLAGS.tasks, methods=FLAGS.methods, seeds=seeds,
+                         overrides=config_flags.get_override_values(FLAGS['config']),
+                         preset=method_preset)
+  except ValueError as e:  # a field's value (ConfigError), a repeated or unknown name
+    if isinstance(e, cli.USER_ERRORS):
+      raise
     raise app.UsageError(str(e)) from None
   if FLAGS.dry_run:
-    for run in runs:
+    for run in planned:
       c = run.config
       status, changes = sweep.status(run)
       print(f'{status}  {run.workdir}  ({run.config_file}: '
@@ -58,11 +65,12 @@ def main(argv):
             f'experts={c.adapter.num_experts} lora_rank={c.adapter.lora_rank})' +
             changes)
     return
+  check_runs(planned)
   try:
-    outcome = sweep.run_sweep(runs)  # refuses stale runs before training any
+    outcome = sweep.run_sweep(planned)  # refuses stale runs before training any
   except ValueError as e:
-    raise SystemExit(f'Error: {e}') from None
-  print(f"{len(runs)} runs: {len(outcome['trained'])} trained, "
+    raise cli.InputError(str(e)) from e
+  print(f"{len(planned)} runs: {len(outcome['trained'])} trained, "
         f"{len(outcome['skipped'])} skipped (finished before), "
         f"{len(outcome['failed'])} failed")
   for run in outcome['failed']:
@@ -71,5 +79,23 @@ def main(argv):
     raise SystemExit(1)
 
 
+def check_runs(planned: list[sweep.Run]) -> None:
+  """Refuses the sweep before anything trains when a run's config, workdir, checkpoint or
+  data cannot work (each run alone would fail, and the sweep would go on to the next)."""
+  checked_data = set()
+  for run in planned:
+    where = f'{run.task} / {run.method} / seed {run.seed}'
+    try:
+      runs.check_run(run.config, run.workdir, sharding.make_mesh(run.config).size)
+      data = runs.data_config(run.config)
+      key = data.to_json_best_effort()
+      if key not in checked_data:
+        checked_data.add(key)
+        for split in ('train', *readers.task_from_config(data).eval_splits):
+          readers.load_examples(data, split)
+    except cli.USER_ERRORS as e:
+      raise type(e)(f'{where}: {e}') from e
+
+
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)
