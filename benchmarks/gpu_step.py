@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
+from experiments import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_boolean('smoke', False, 'Tiny shapes and few steps: checks the script on CPU.')
@@ -456,4 +457,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

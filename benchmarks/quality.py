@@ -52,6 +52,7 @@ from adamix_jax import (checkpoints, evaluation, methods, optim, registry, repor
                         train)
 from adamix_jax.data import readers
 from benchmarks import common
+from experiments import cli
 from configs import presets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -455,7 +456,7 @@ def main(argv):
     try:
       outcome = sweep.run_sweep(runs)  # refuses stale runs before training any
     except ValueError as e:
-      raise SystemExit(f'Error: {e}') from None
+      raise cli.InputError(str(e)) from e
     if FLAGS.random_eval:
       for run in runs:
         if run.method == 'adamix' and run.finished:
@@ -479,4 +480,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -56,6 +56,7 @@ from adamix_jax.encoder import REMATS, EncoderConfig
 from adamix_jax.model import Model, init_params
 from adamix_jax.routing import Routing
 from benchmarks import common
+from experiments import cli
 from configs import default, presets
 
 FLAGS = flags.FLAGS
@@ -705,4 +706,4 @@ one; 0 expected except for `full`; counted in the jaxpr, where activations keep 
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)
