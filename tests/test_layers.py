@@ -79,13 +79,15 @@ def test_modules_import_only_from_lower_layers():
 
 # Inside the data package, bottom to top: the task registry and the config block; the file
 # formats every source shares; one module per source; the few-shot folders (which read
-# GLUE and custom files); the source registry; the facade of public readers.
+# GLUE and custom files) and their two sources; the source registry; the facade of public
+# readers.
 DATA = PACKAGE / 'data'
 DATA_LAYERS = [
     {'config', 'tasks'},
     {'formats'},
     {'glue', 'tfds_glue', 'custom', 'sample', 'metrics', 'pipeline'},
     {'fewshot'},
+    {'fewshot_list', 'lmbff'},
     {'sources'},
     {'readers'},
 ]

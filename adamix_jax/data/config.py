@@ -18,12 +18,13 @@ def default_data_config() -> ml_collections.ConfigDict:
   data.task = 'sst2'
   # 'glue_tsv' (glue_data/<TASK>/{train,dev}.tsv), 'tfds' (tensorflow-datasets
   # glue/<task>, needs TensorFlow), 'custom' (your own CSV/TSV/JSONL files), or
-  # few-shot data (adamix_jax/data/fewshot.py): 'fewshot_list' (LiST's splits, the
-  # AdaMix paper's: <TASK>/<K>-<seed>/train + <TASK>/test, K in total, eval split
-  # 'test'), 'lmbff' (LM-BFF's k-shot: <TASK>/<K>-<seed>/{train,dev,test}, K per
-  # class, eval splits 'dev' then 'test'), 'sample' (K examples drawn from the
-  # training set that `sample_source` reads; eval splits as that source's).
-  # Each is one record in adamix_jax/data/sources.py.
+  # few-shot data: 'fewshot_list' (LiST's splits, the AdaMix paper's:
+  # <TASK>/<K>-<seed>/train + <TASK>/test, K in total, eval split 'test'), 'lmbff'
+  # (LM-BFF's k-shot: <TASK>/<K>-<seed>/{train,dev,test}, K per class, eval splits
+  # 'dev' then 'test'), 'sample' (K examples drawn from the training set that
+  # `sample_source` reads; eval splits as that source's). Each is one record in
+  # adamix_jax/data/sources.py, read by its module (glue.py, tfds_glue.py, custom.py,
+  # fewshot_list.py, lmbff.py, sample.py).
   data.source = 'glue_tsv'
   # glue_tsv: the directory holding <TASK>/ folders ('' = the small sample bundled
   # in adamix_jax/data/samples/glue); tfds: the TFDS data dir ('' = tfds default);

@@ -1,14 +1,6 @@
-"""Sources 'fewshot_list' and 'lmbff': LiST's and LM-BFF's k-shot split folders.
-
-* LiST (Wang et al., 2021), the instances the AdaMix paper trains its few-shot models
-  on: `<data_dir>/<TASK>/<K>-<seed>/train.{tsv,csv}` with K labelled examples **in
-  total** (K in 10, 20, 30; seeds 1-5) and one `<TASK>/test.{tsv,csv}` for all seeds
-  (for SST-2/RTE the GLUE dev set). No dev set: the protocol trains a fixed number of
-  steps. Eval split: 'test'.
-* LM-BFF (Gao et al., 2021): `<data_dir>/<TASK>/<K>-<seed>/{train,dev,test}.{tsv,csv}`
-  with K examples **per class** in train and dev (K=16; seeds 13, 21, 42, 87, 100);
-  test is the full GLUE dev set (MNLI: dev_matched, test_matched, test_mismatched).
-  Eval splits: 'dev' (model selection) and 'test', those present in the folder.
+"""Few-shot split folders, shared by the sources 'fewshot_list' (`fewshot_list.py`, LiST's
+splits) and 'lmbff' (`lmbff.py`, LM-BFF's): `<data_dir>/<TASK>/<K>-<seed>/` folders of
+`<split>.tsv` or `<split>.csv` files.
 
 File formats, as distributed: GLUE-layout TSVs (`read_glue_tsv`) except LiST's
 headerless SST-2 train files (`sentence<TAB>label`) and MNLI train files (`index genre
@@ -18,41 +10,31 @@ rows carry one to five annotator labels, the gold label last.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
-
-from absl import logging
 
 from adamix_jax.data.config import field
 from adamix_jax.data.custom import read_custom
 from adamix_jax.data.formats import DataError, Example, RowParser, read_text, text_lines
 from adamix_jax.data.glue import GLUE_LAYOUTS, read_glue_tsv
-from adamix_jax.data.tasks import TaskSpec, get_task, task_key
+from adamix_jax.data.tasks import TaskSpec, task_key
 
 # The bundled LiST splits (<TASK>/30-<seed>/train, cut test files), the default
 # `data_dir` of source='fewshot_list'.
 LIST_SAMPLES_DIR = Path(__file__).resolve().parent / 'samples' / 'few-shot-list'
 
-SOURCES = ('fewshot_list', 'lmbff')
 # Single-sentence tasks stored as headerless `label,text` CSV by LM-BFF and LiST.
 _CSV_TASKS = ('subj', 'mpqa', 'mr', 'cr')
 
 
-def resolve_data_dir(source: str, data_dir: str | Path, k: int) -> Path:
-  """The folder holding <TASK>/ folders ('' = the bundled LiST sample)."""
-  if source not in SOURCES:
-    raise ValueError(f'Not a few-shot source: {source!r}; expected {SOURCES}.')
-  if int(k) <= 0:
+def folder_settings(data_cfg: Any, source: str) -> tuple[str, int, int]:
+  """(data.data_dir, data.fewshot_k, data.fewshot_seed); K is required."""
+  k = int(field(data_cfg, 'fewshot_k', 0) or 0)
+  if k <= 0:
     raise ValueError(f'source={source!r} needs data.fewshot_k (the K of the '
                      '<K>-<seed> folders: LiST 10, 20 or 30 in total; LM-BFF 16 '
                      'per class).')
-  if data_dir:
-    return Path(data_dir)
-  if source == 'lmbff':
-    raise ValueError('source="lmbff" needs data.data_dir (the LM-BFF k-shot '
-                     'folder holding <TASK>/<K>-<seed>/).')
-  return LIST_SAMPLES_DIR
+  return (field(data_cfg, 'data_dir', ''), k, int(field(data_cfg, 'fewshot_seed', 0) or 0))
 
 
 def task_dir(root: str | Path, task: TaskSpec) -> Path:
@@ -80,11 +62,21 @@ def split_dir(root: str | Path, task: TaskSpec, k: int, seed: int) -> Path:
   return path
 
 
-def _split_file(folder: Path, split: str) -> Path | None:
+def split_file(folder: Path, split: str) -> Path | None:
+  """`<folder>/<split>.tsv` or, failing that, `.csv`; None if neither is there."""
   for suffix in ('.tsv', '.csv'):
     if (folder / f'{split}{suffix}').is_file():
       return folder / f'{split}{suffix}'
   return None
+
+
+def find_split_file(folder: Path, split: str) -> Path:
+  """`split_file`, or an error listing what the folder holds."""
+  path = split_file(folder, split)
+  if path is None:
+    raise DataError(f'{folder}/{split}.tsv (or .csv): no such file; {folder} has '
+                    f'{sorted(p.name for p in folder.iterdir())}.')
+  return path
 
 
 def _snli_records(path: Path):
@@ -135,97 +127,3 @@ def read_file(task: TaskSpec, path: str | Path, *, layout: str = 'glue',
     return parser.parse(_snli_records(path))
   raise ValueError(f'No few-shot file layout for task {task.name!r}; known: '
                    f'{sorted((*GLUE_LAYOUTS, *_CSV_TASKS, "snli"))}.')
-
-
-def _list_layout(task: TaskSpec, split: str) -> str:
-  if split == 'train' and task.name == 'sst2':
-    return 'list_sst2'
-  if split == 'train' and task.name == 'mnli':
-    return 'list_mnli'
-  return 'glue'  # RTE/QQP train, and the test files, keep their source layout
-
-
-def eval_splits(source: str, task: TaskSpec, data_dir: str | Path, k: int,
-                seed: int) -> tuple[str, ...]:
-  """The labelled evaluation splits of a few-shot source (the first selects).
-
-  LiST: ('test',). LM-BFF: ('dev', 'test') or, for MNLI, ('dev_matched',
-  'test_matched', 'test_mismatched'), keeping those whose file is in the folder
-  (a missing test file is logged; a missing dev file raises).
-  """
-  data_dir = resolve_data_dir(source, data_dir, k)
-  if source == 'fewshot_list':
-    return ('test',)
-  splits = (('dev_matched', 'test_matched', 'test_mismatched')
-            if task.name == 'mnli' else ('dev', 'test'))
-  folder = split_dir(data_dir, task, k, seed)
-  present = tuple(s for s in splits if _split_file(folder, s) is not None)
-  if not present or present[0] != splits[0]:
-    raise DataError(f'{folder}: no {splits[0]}.tsv/.csv, the LM-BFF model-'
-                    'selection split.')
-  if present != splits:
-    logging.warning('%s: no %s file(s); evaluating on %s only.', folder,
-                    [s for s in splits if s not in present], list(present))
-  return present
-
-
-def read_split(source: str, task: TaskSpec | str, split: str,
-               data_dir: str | Path, k: int, seed: int, *,
-               skip_bad_rows: bool = False) -> list[Example]:
-  """One split of a LiST or LM-BFF few-shot folder.
-
-  Args:
-    source: 'fewshot_list' or 'lmbff'.
-    task: a registered task (or its name).
-    split: 'train' or one of `eval_splits(...)`.
-    data_dir: the folder holding <TASK>/ folders ('' = the bundled LiST sample
-      for fewshot_list).
-    k: K of the `<K>-<seed>` folder (LiST: examples in total; LM-BFF: per class).
-    seed: the split's seed.
-    skip_bad_rows: count and log bad rows instead of raising on the first.
-
-  Returns:
-    The file's examples in file order.
-  """
-  task = get_task(task) if isinstance(task, str) else task
-  data_dir = resolve_data_dir(source, data_dir, k)
-  folder = split_dir(data_dir, task, k, seed)
-  if source == 'fewshot_list' and split != 'train':
-    folder = folder.parent  # one test file for all seeds
-  path = _split_file(folder, split)
-  if path is None:
-    raise DataError(f'{folder}/{split}.tsv (or .csv): no such file; {folder} has '
-                    f'{sorted(p.name for p in folder.iterdir())}.')
-  if source == 'fewshot_list' and split != 'train' and (
-      data_dir == LIST_SAMPLES_DIR):
-    logging.warning('%s is a cut of the LiST test file bundled for smoke tests; '
-                    'set data.data_dir to the full few-shot folder for real '
-                    'numbers.', path)
-  layout = _list_layout(task, split) if source == 'fewshot_list' else 'glue'
-  return read_file(task, path, layout=layout, skip_bad_rows=skip_bad_rows)
-
-
-# ----------------------------------------------------------------------------
-# The sources: data.data_dir, data.fewshot_k, data.fewshot_seed.
-
-
-def task(data_cfg: Any, *, source: str) -> TaskSpec:
-  """The registered task `data.task` names, with the eval splits of its split folder
-  (`eval_splits`)."""
-  spec = get_task(field(data_cfg, 'task', ''))
-  return dataclasses.replace(spec, eval_splits=eval_splits(
-      source, spec, field(data_cfg, 'data_dir', ''),
-      int(field(data_cfg, 'fewshot_k', 0) or 0),
-      int(field(data_cfg, 'fewshot_seed', 0) or 0)))
-
-
-def read(data_cfg: Any, spec: TaskSpec, split: str, *,
-         source: str) -> tuple[list[Example], str]:
-  """One split of the configured folder (`read_split`); returns also a description of
-  where it came from."""
-  data_dir = field(data_cfg, 'data_dir', '')
-  examples = read_split(
-      source, spec, split, data_dir, int(field(data_cfg, 'fewshot_k', 0) or 0),
-      int(field(data_cfg, 'fewshot_seed', 0) or 0),
-      skip_bad_rows=bool(field(data_cfg, 'skip_bad_rows', False)))
-  return examples, f'{source} {spec.name} {split} (data_dir={data_dir or "bundled"})'

@@ -1,9 +1,9 @@
 """The public readers in one import: GLUE TSVs, tfds GLUE, your own CSV/TSV/JSONL, and
 the config-driven entry points.
 
-Each source lives in its own module (`glue`, `tfds_glue`, `custom`, `fewshot`, `sample`)
-and is found by name in `sources.SOURCES`; the row checks and file formats they share are
-in `formats`. Every reader is strict: a missing file or column, a label outside the task's
+Each source lives in its own module (`glue`, `tfds_glue`, `custom`, `fewshot_list`,
+`lmbff`, `sample`) and is found by name in `sources.SOURCES`; the row checks and file
+formats they share are in `formats`. Every reader is strict: a missing file or column, a label outside the task's
 label set, a non-numeric regression score, an empty text or a malformed line raises a
 `DataError` whose message starts with `<file>:<line>:`; with `skip_bad_rows=True`
 row-level problems are counted and logged instead.

@@ -11,11 +11,10 @@ uses.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from adamix_jax.data import custom, fewshot, glue, tfds_glue
+from adamix_jax.data import custom, fewshot_list, glue, lmbff, tfds_glue
 from adamix_jax.data.config import field
 from adamix_jax.data.formats import DataError, Example
 from adamix_jax.data.sample import sample_examples
@@ -105,12 +104,9 @@ SOURCES: Mapping[str, DataSource] = MappingProxyType({s.name: s for s in (
     DataSource('glue_tsv', glue.task, glue.read),
     DataSource('tfds', tfds_glue.task, tfds_glue.read),
     DataSource('custom', custom.task, custom.read, file_layout=custom.file_layout),
-    DataSource('fewshot_list', functools.partial(fewshot.task, source='fewshot_list'),
-               functools.partial(fewshot.read, source='fewshot_list'),
+    DataSource('fewshot_list', fewshot_list.task, fewshot_list.read,
                full_training_set=False, split_seed=True),
-    DataSource('lmbff', functools.partial(fewshot.task, source='lmbff'),
-               functools.partial(fewshot.read, source='lmbff'),
-               full_training_set=False, split_seed=True),
+    DataSource('lmbff', lmbff.task, lmbff.read, full_training_set=False, split_seed=True),
     DataSource('sample', _sample_task, _sample_read, full_training_set=False,
                split_seed=True, file_layout=_sample_file_layout),
 )})
@@ -139,7 +135,7 @@ def task_from_config(data_cfg: Any) -> TaskSpec:
 
   A registered name keeps its label set and metrics whatever the source; for
   source='custom' its eval splits become the keys of `eval_files`, for the few-shot
-  sources those of the split folder (`fewshot.eval_splits`), for source='sample'
+  sources those of the split folder (`fewshot_list.task`, `lmbff.task`), for source='sample'
   those of `sample_source`. Any other name with source='custom' builds a task from
   `labels`, `text_columns`, `metrics` and `selection_metric`.
   """
