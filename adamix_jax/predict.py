@@ -146,6 +146,16 @@ def write_predictions(path: str | os.PathLike, outputs: np.ndarray,
   return path
 
 
+def tokenize(info: dict[str, Any], examples: Sequence[Example],
+             tokenizer: Any) -> pipeline.TokenizedDataset:
+  """`examples` as the model of the export whose export.json is `info` reads them: through
+  its prompt if it has one, truncated to its max length."""
+  if info.get('prompt'):
+    spec = prompts.PromptSpec.from_config(info['prompt'])
+    return prompts.tokenize_prompt_examples(examples, spec, tokenizer, info['max_length'])
+  return pipeline.tokenize_examples(examples, tokenizer, info['max_length'])
+
+
 def label_names(outputs: np.ndarray, labels: Sequence[str] | None) -> list[Any]:
   """Predicted label names (the argmax of probabilities), or the regression scores."""
   if labels is None:
@@ -194,12 +204,7 @@ class Predictor:
   def predict(self, examples: Sequence[Example]) -> np.ndarray:
     """Probabilities [n, C] (regression: scores [n]) for `examples`, in their order."""
     tokenizer, params, forward = self._loaded
-    if self.info.get('prompt'):
-      spec = prompts.PromptSpec.from_config(self.info['prompt'])
-      dataset = prompts.tokenize_prompt_examples(examples, spec, tokenizer,
-                                                 self.info['max_length'])
-    else:
-      dataset = pipeline.tokenize_examples(examples, tokenizer, self.info['max_length'])
+    dataset = tokenize(self.info, examples, tokenizer)
     outputs = []
     for batch in pipeline.eval_batches(dataset, self.batch_size, bucket_size=self.bucket_size,
                                        process_index=0, process_count=1):
