@@ -110,9 +110,16 @@ MAIN_CASES = [
     ('dev_split_missing', ['--config.data.data_dir={GLUE_NO_DEV}'],
      ['{GLUE_NO_DEV}/SST-2/dev.tsv']),
     ('label_not_in_label_set', ['--config.data.data_dir={GLUE_BAD_LABEL}'],
-     ['{GLUE_BAD_LABEL}/SST-2/train.tsv', 'maybe']),
+     ['{GLUE_BAD_LABEL}/SST-2/train.tsv:6', 'maybe']),
     ('task_unknown', ['--config.data.task=sentiment'], ['config.data', 'sentiment']),
     ('source_unknown', ['--config.data.source=parquet'], ['config.data', 'parquet']),
+    # A new workdir beside the finished run: refused before it is created.
+    ('new_workdir_bad_rows', ['--workdir={ROOT}/sst2/adamix/seed_9',
+                              '--config.data.data_dir={GLUE_BAD_LABEL}'],
+     ['{GLUE_BAD_LABEL}/SST-2/train.tsv:6']),
+    ('new_workdir_checkpoint_shapes', ['--workdir={ROOT}/sst2/lora/seed_0', '--config.method=lora',
+                                       '--config.model.checkpoint={BAD_CKPT_SHAPE}'],
+     ['{BAD_CKPT_SHAPE}/model.safetensors']),
     ('foreign_checkpoint', ['--config.method=adapter'],
      ['{RUN}/checkpoints', "method: checkpoint has 'adamix', config has 'adapter'"]),
 ]
@@ -262,13 +269,26 @@ def setup(tiny_checkpoint, tmp_path_factory):
   return paths
 
 
-def _run_program(module: str, argv_lists: list[list[str]], paths: dict, tmp: Path) -> list:
+def _start_program(module: str, argv_lists: list[list[str]], paths: dict, tmp: Path):
+  """Starts the worker running `module` on every argv; `_results` waits for it."""
   cases_file, out_file = tmp / f'{module}.cases.json', tmp / f'{module}.out.json'
   cases_file.write_text(json.dumps(argv_lists))
-  proc = subprocess.run([sys.executable, str(WORKER), module, str(cases_file), str(out_file),
-                         paths['ROOT']], cwd=REPO, env=_env(), capture_output=True,
-                        text=True, timeout=900, check=False)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  log = open(tmp / f'{module}.log', 'w+')  # pylint: disable=consider-using-with
+  proc = subprocess.Popen([sys.executable, str(WORKER), module, str(cases_file),
+                           str(out_file), paths['ROOT']], cwd=REPO, env=_env(),
+                          stdout=log, stderr=subprocess.STDOUT)
+  return proc, out_file, log
+
+
+def _results(started) -> list:
+  proc, out_file, log = started
+  try:
+    code = proc.wait(timeout=900)
+  finally:
+    proc.kill()
+  log.seek(0)
+  assert code == 0, log.read()[-3000:]
+  log.close()
   return json.loads(out_file.read_text())
 
 
@@ -278,10 +298,10 @@ def outcomes(setup, tmp_path_factory):
   run of experiments.main trains the finished run every other case must leave alone."""
   tmp = tmp_path_factory.mktemp('cli_errors_out')
   found = {}
-  main_runs = _run_program(
+  main_runs = _results(_start_program(
       'experiments.main',
       [_fill(RUN_ARGS, setup)] + [_fill(RUN_ARGS + extra, setup) for _, extra, _ in MAIN_CASES],
-      setup, tmp)
+      setup, tmp))
   trained, main_runs = main_runs[0], main_runs[1:]
   assert trained['code'] == 0, trained
   assert (Path(setup['RUN']) / 'results.json').is_file()
@@ -293,12 +313,12 @@ def outcomes(setup, tmp_path_factory):
     tensors.write_bytes(tensors.read_bytes()[:tensors.stat().st_size // 2])
   setup['BAD_EXPORT'] = str(bad_export)
   found.update({('experiments.main', cid): r for (cid, _, _), r in zip(MAIN_CASES, main_runs)})
-  for module, (common, cases) in PROGRAMS.items():
-    if module == 'experiments.main':
-      continue
-    results = _run_program(module, [_fill(common + extra, setup) for _, extra, _ in cases],
-                           setup, tmp)
-    found.update({(module, cid): r for (cid, _, _), r in zip(cases, results)})
+  others = {module: _start_program(module, [_fill(common + extra, setup)
+                                            for _, extra, _ in cases], setup, tmp)
+            for module, (common, cases) in PROGRAMS.items() if module != 'experiments.main'}
+  for module, started in others.items():  # side by side: they only read
+    found.update({(module, cid): r
+                  for (cid, _, _), r in zip(PROGRAMS[module][1], _results(started))})
   return found, trained['digest']
 
 
