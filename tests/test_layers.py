@@ -25,6 +25,7 @@ LAYERS = [
     {'fisher', 'methods'},
     {'export', 'sharding', 'checkpoints'},
     {'interop', 'predict'},
+    {'serving'},
     {'runs'},
     {'evaluation'},
     {'train'},
