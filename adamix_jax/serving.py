@@ -103,6 +103,23 @@ def base_key(checkpoint: str) -> str:
   return os.path.realpath(path) if path.is_dir() else str(checkpoint)
 
 
+def named_exports(entries: Sequence[str | os.PathLike]) -> dict[str, str | os.PathLike]:
+  """{task name: export directory} of `DIR` or `NAME=DIR` entries; a plain `DIR` is named
+  by its export's task."""
+  named: dict[str, str | os.PathLike] = {}
+  for entry in entries:
+    name, sep, path = str(entry).partition('=')
+    if not sep:
+      name, path = export.read_info(entry)['task'], entry
+    if not name or not str(path):
+      raise ServingError(f'{entry!r}: expected DIR or NAME=DIR.')
+    if name in named:
+      raise ServingError(f'{path} and {named[name]} both serve task {name!r}: name them '
+                         '(NAME=DIR).')
+    named[name] = path
+  return named
+
+
 def _lora_interceptor(lora: AdaptationConfig):
   """Applies LoRA to every projection whose parameters carry `lora_a` / `lora_b`."""
 
@@ -147,14 +164,7 @@ class MultiTaskPredictor:
         adapters use different activations.
     """
     if not isinstance(exports, dict):
-      named = {}
-      for d in exports:
-        name = export.read_info(d)['task']
-        if name in named:
-          raise ServingError(f'{d} and {named[name]} both serve task {name!r}: name them '
-                             '(name=DIR).')
-        named[name] = d
-      exports = named
+      exports = named_exports(exports)
     if not exports:
       raise ServingError('No exports to serve.')
     self.mesh = Mesh(np.asarray(jax.local_devices()), ('data',))
@@ -365,6 +375,42 @@ class MultiTaskPredictor:
   def predict(self, task: str, examples: Sequence[Example]) -> np.ndarray:
     """One task's outputs as `predict.Predictor.predict` gives them ([n, C] or [n])."""
     return np.stack(self.predict_items([(task, e) for e in examples]))
+
+  def predict_files(self, inputs: dict[str, str | os.PathLike],
+                    outputs: dict[str, str | os.PathLike | None] | None = None, *,
+                    label_column: str | None = 'label', require_labels: bool = False,
+                    input_format: str = '', output_format: str = ''
+                    ) -> dict[str, predict.PredictionResult]:
+    """`predict.Predictor.predict_file` for one file per task, all predicted together.
+
+    Args:
+      inputs: {task name: file}, read as that task's predictor reads it (`predict.read_file`
+        with the text columns and headerless layout its training files had).
+      outputs: {task name: where to write its predictions}; None or missing: not written.
+    """
+    read = {}
+    for name, path in inputs.items():  # every file is read before the model is loaded
+      if name not in self._predictors:
+        raise ServingError(f'unknown task {name!r}; serving: {", ".join(self._predictors)}')
+      p = self._predictors[name]
+      read[name] = predict.read_file(
+          path, p.task, label_column=label_column, require_labels=require_labels,
+          fmt=input_format,
+          column_names=(p.info.get('file_layout') or {}).get('column_names'))
+    items = [(name, e) for name, (examples, _) in read.items() for e in examples]
+    flat = self.predict_items(items)
+    results, start = {}, 0
+    for name, (examples, has_labels) in read.items():
+      out = np.stack(flat[start:start + len(examples)])
+      start += len(examples)
+      p = self._predictors[name]
+      where = (outputs or {}).get(name)
+      written = (None if where is None else
+                 predict.write_predictions(where, out, p.task.labels, fmt=output_format))
+      results[name] = predict.PredictionResult(
+          predictions=predict.label_names(out, p.task.labels), outputs=out,
+          metrics=p.evaluate(out, examples) if has_labels else None, output_path=written)
+    return results
 
   def warm_up(self) -> int:
     """Compiles the forward pass for every length bucket; returns how many shapes."""

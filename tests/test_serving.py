@@ -4,92 +4,24 @@ the request batcher answers each request with its own rows."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
-from flax import traverse_util
 
-from adamix_jax import export, methods, predict, prompts, serving
-from adamix_jax.adapters import AdaptationConfig
-from adamix_jax.data import SAMPLES_DIR, pipeline
+from adamix_jax import export, predict, serving
 from adamix_jax.data.formats import Example
-from adamix_jax.data.tasks import custom_task
-from adamix_jax.encoder import EncoderConfig
-from adamix_jax.model import Model, init_params
-
-MAX_LENGTH = 24
-
-# (name, method, merged method, adaptation, labels (None: regression), text columns, head,
-# pooling): bottleneck adapters of two sizes and placements, LoRA of two ranks, targets and
-# scales, 2/3/4 labels, a regression head, a prompt head (the MLM checkpoint has no pooler:
-# the classifiers mean-pool).
-TASKS = (
-    ('sentiment', 'adapter', 'adapter', AdaptationConfig('adapter', adapter_size=4),
-     ('neg', 'pos'), ('sentence',), 'classifier', 'mean'),
-    ('topic', 'adamix', 'adapter',
-     AdaptationConfig('adapter', adapter_size=8, placement='houlsby'),
-     ('a', 'b', 'c'), ('sentence',), 'classifier', 'mean'),
-    ('score', 'lora', 'lora', AdaptationConfig('lora', lora_rank=2, lora_alpha=16.0),
-     None, ('sentence',), 'classifier', 'mean'),
-    ('nli', 'adamix_lora', 'lora',
-     AdaptationConfig('lora', lora_rank=4, lora_alpha=8.0,
-                      lora_targets=('query', 'key', 'output')),
-     ('w', 'x', 'y', 'z'), ('premise', 'hypothesis'), 'classifier', 'mean'),
-    ('prompted', 'adapter', 'adapter', AdaptationConfig('adapter', adapter_size=4),
-     ('0', '1'), ('sentence',), 'prompt', 'cls'),
-)
-PROMPT = {'template': '<S1> It was [MASK].', 'label_words': {'0': 'terrible', '1': 'great'}}
-
-
-def write_random_export(out: Path, base: Path, name, method, merged, adaptation, labels,
-                        text_columns, head, pooling, seed: int) -> Path:
-  """An export whose trained tensors are random (LoRA's B and the heads included), so that
-  every task predicts differently from every other."""
-  task = custom_task(name, text_columns, labels)
-  word_ids = ()
-  if head == 'prompt':
-    tokenizer = pipeline.load_tokenizer(base)
-    word_ids = prompts.label_word_ids(prompts.PromptSpec.from_config(PROMPT), task,
-                                      tokenizer)
-  config = EncoderConfig.from_hf_dict(json.loads((base / 'config.json').read_text()))
-  model = Model(config, adaptation, head=head, num_labels=task.num_labels,
-                label_word_ids=word_ids, pooling=pooling)
-  shapes = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0)))
-  mask = traverse_util.flatten_dict(methods.trainable_mask(shapes, merged))
-  rng = np.random.RandomState(seed)
-  tensors = {'/'.join(k): (0.3 * rng.standard_normal(v.shape)).astype(np.float32)
-             for k, v in traverse_util.flatten_dict(shapes).items() if mask[k]}
-  return export.write_export(out, tensors, base_checkpoint=str(base), method=method,
-                             merged_method=merged, adaptation=adaptation, task=task,
-                             max_length=MAX_LENGTH, head=head, label_word_ids=word_ids,
-                             pooling=pooling, prompt=PROMPT if head == 'prompt' else None)
+from serving_exports import TASKS, examples_for, write_exports, write_random_export
 
 
 @pytest.fixture(scope='module')
 def exports(tiny_mlm_checkpoint, tmp_path_factory) -> dict[str, Path]:
-  root = tmp_path_factory.mktemp('serving')
-  return {spec[0]: Path(write_random_export(root / spec[0], tiny_mlm_checkpoint, *spec,
-                                            seed=i))
-          for i, spec in enumerate(TASKS)}
+  return write_exports(tmp_path_factory.mktemp('serving'), tiny_mlm_checkpoint)
 
 
 @pytest.fixture(scope='module')
 def served(exports):
   return serving.MultiTaskPredictor(exports, batch_size=8, bucket_size=8).load()
-
-
-def sentences(n: int, offset: int = 0) -> list[str]:
-  lines = (SAMPLES_DIR / 'SST-2' / 'dev.tsv').read_text().splitlines()[1:]
-  return [l.split('\t')[0] for l in lines[offset:offset + n]]
-
-
-def examples_for(name: str, n: int, offset: int = 0) -> list[Example]:
-  texts = sentences(n + 1, offset)
-  two = len(dict((t[0], t[5]) for t in TASKS)[name]) == 2
-  return [Example((texts[i], texts[i + 1]) if two else (texts[i],), 0) for i in range(n)]
 
 
 def test_every_tasks_rows_in_a_shuffled_mix_equal_its_own_exports_predictions(exports,
