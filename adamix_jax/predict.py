@@ -210,11 +210,20 @@ class Predictor:
                                        process_index=0, process_count=1):
       keep = batch.pop('weights') > 0  # padding rows of the last batch
       del batch['labels']
-      out = forward(params, pipeline.shard_batch(batch, self.mesh))
-      outputs.append(np.asarray(out)[keep])
+      outputs.append(np.asarray(self.forward(batch))[keep])
     outputs = np.concatenate(outputs)
     assert len(outputs) == len(examples), (len(outputs), len(examples))
     return outputs
+
+  def forward(self, batch: dict[str, np.ndarray]) -> jax.Array:
+    """The jitted forward pass on one tokenized batch (input_ids, attention_mask,
+    token_type_ids, mask_positions) of `batch_size` rows; the outputs stay on the device."""
+    _, params, forward = self._loaded
+    return forward(params, pipeline.shard_batch(batch, self.mesh))
+
+  def memory_bytes(self) -> int:
+    """Bytes of the parameters held on the device (the full model)."""
+    return sum(x.nbytes for x in jax.tree_util.tree_leaves(self._loaded[1]))
 
   def evaluate(self, outputs: np.ndarray, examples: Sequence[Example]) -> dict[str, float]:
     """The task's metrics of `outputs` against the examples' gold labels."""

@@ -350,7 +350,6 @@ class MultiTaskPredictor:
     item, the probabilities [C] of its task's labels, or a regression score []."""
     if not items:
       return []
-    loaded = self._loaded
     dataset, task_ids = self.tokenize(items)
     outputs = []
     for k, batch in enumerate(pipeline.eval_batches(
@@ -362,8 +361,7 @@ class MultiTaskPredictor:
       chunk = task_ids[k * self.batch_size:(k + 1) * self.batch_size]
       ids[:len(chunk)] = chunk
       batch['task'] = ids
-      out = loaded['forward'](loaded['arrays'], pipeline.shard_batch(batch, self.mesh))
-      outputs.append(np.asarray(out)[keep])
+      outputs.append(np.asarray(self.forward(batch))[keep])
     outputs = np.concatenate(outputs)
     names = list(self.tasks)
     result = []
@@ -371,6 +369,13 @@ class MultiTaskPredictor:
       labels = self.tasks[names[t]].labels
       result.append(np.float32(row[0]) if labels is None else row[:len(labels)])
     return result
+
+  def forward(self, batch: dict[str, np.ndarray]) -> jax.Array:
+    """The jitted forward pass on one tokenized batch of `batch_size` rows (input_ids,
+    attention_mask, token_type_ids, mask_positions, and 'task': each row's task index in
+    `task_names` order); outputs [batch_size, Cmax] stay on the device."""
+    loaded = self._loaded
+    return loaded['forward'](loaded['arrays'], pipeline.shard_batch(batch, self.mesh))
 
   def predict(self, task: str, examples: Sequence[Example]) -> np.ndarray:
     """One task's outputs as `predict.Predictor.predict` gives them ([n, C] or [n])."""

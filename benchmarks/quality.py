@@ -91,6 +91,10 @@ flags.DEFINE_boolean('dry_run', False, 'Print the runs; train nothing.')
 flags.DEFINE_boolean('report_only', False, 'Only rebuild the table from finished runs.')
 flags.DEFINE_boolean('write', True, 'Write the section into benchmarks/notes/quality.md, its '
                      'figures into benchmarks/figures/ and its numbers into benchmarks/results/.')
+flags.DEFINE_string('restore', '', 'A numbers file this benchmark saved (benchmarks/results/'
+                    '<section>.json): its runs are written back into --root (results.json and '
+                    'the dev curve of each run the root lacks), so that new seeds or methods '
+                    'run beside them and the tables cover all.')
 flags.DEFINE_string('section', 'quality', 'The section written (another name, e.g. '
                     'quality/mrpc-3-epochs, keeps a run with another budget or subset beside '
                     'the main table).')
@@ -372,6 +376,33 @@ def save_numbers(root: Path, plan: dict[str, Any], section: str) -> Path:
   return out
 
 
+def restore_numbers(numbers: Path, root: Path) -> list[Path]:
+  """Writes the runs saved in `numbers` (`save_numbers`) back into `root`: each run's
+  results.json and a metrics.jsonl holding its dev curve, for every run the root does not
+  hold; the root's budget must be the saved one. Returns the run folders written."""
+  try:
+    saved = json.loads(numbers.read_text())
+    plan, saved_runs = saved['plan'], saved['runs']
+  except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+    raise cli.InputError(f'--restore={numbers}: not a numbers file of this benchmark '
+                         f'({type(e).__name__}: {e})') from None
+  check_plan(root, plan)
+  written = []
+  for entry in saved_runs:
+    folder = root / entry['run']
+    if (folder / 'results.json').exists():
+      continue
+    folder.mkdir(parents=True, exist_ok=True)
+    results = entry['results']
+    key = f"eval/{results['selection_metric']}"
+    (folder / 'metrics.jsonl').write_text(''.join(
+        json.dumps({'step': int(step), key: value}) + '\n'
+        for step, value in entry['dev_curve'].items()))
+    (folder / 'results.json').write_text(json.dumps(results, indent=2))
+    written.append(folder)
+  return written
+
+
 def draw_figures(root: Path, section: str, which: str) -> list[Path]:
   """benchmarks/figures/<slug>-params.png (Avg. score against trainable parameters) and,
   when some task was evaluated more than once, <slug>-curves.png (dev curves)."""
@@ -432,6 +463,10 @@ def main(argv):
     raise app.UsageError(f'--tasks: choose from {TASKS}')
   plan = budget()
   if FLAGS.report_only and (root / 'quality_plan.json').exists():
+    plan = json.loads((root / 'quality_plan.json').read_text())
+  if FLAGS.restore:
+    restored = restore_numbers(Path(FLAGS.restore), root)
+    logging.info('Restored %d runs from %s into %s', len(restored), FLAGS.restore, root)
     plan = json.loads((root / 'quality_plan.json').read_text())
   if not FLAGS.report_only:
     data_dir = Path(FLAGS.data_dir).resolve()

@@ -3,20 +3,12 @@ heads, their trained tensors random so that every task predicts differently."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import jax
-import numpy as np
-from flax import traverse_util
-
-from adamix_jax import export, methods, prompts
 from adamix_jax.adapters import AdaptationConfig
-from adamix_jax.data import SAMPLES_DIR, pipeline
+from adamix_jax.data import SAMPLES_DIR
 from adamix_jax.data.formats import Example
-from adamix_jax.data.tasks import custom_task
-from adamix_jax.encoder import EncoderConfig
-from adamix_jax.model import Model, init_params
+from benchmarks import multitask
 
 MAX_LENGTH = 24
 
@@ -46,24 +38,9 @@ def write_random_export(out: Path, base: Path, name, method, merged, adaptation,
                         text_columns, head, pooling, seed: int) -> Path:
   """An export whose trained tensors are random (LoRA's B and the heads included), so that
   every task predicts differently from every other."""
-  task = custom_task(name, text_columns, labels)
-  word_ids = ()
-  if head == 'prompt':
-    tokenizer = pipeline.load_tokenizer(base)
-    word_ids = prompts.label_word_ids(prompts.PromptSpec.from_config(PROMPT), task,
-                                      tokenizer)
-  config = EncoderConfig.from_hf_dict(json.loads((base / 'config.json').read_text()))
-  model = Model(config, adaptation, head=head, num_labels=task.num_labels,
-                label_word_ids=word_ids, pooling=pooling)
-  shapes = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0)))
-  mask = traverse_util.flatten_dict(methods.trainable_mask(shapes, merged))
-  rng = np.random.RandomState(seed)
-  tensors = {'/'.join(k): (0.3 * rng.standard_normal(v.shape)).astype(np.float32)
-             for k, v in traverse_util.flatten_dict(shapes).items() if mask[k]}
-  return export.write_export(out, tensors, base_checkpoint=str(base), method=method,
-                             merged_method=merged, adaptation=adaptation, task=task,
-                             max_length=MAX_LENGTH, head=head, label_word_ids=word_ids,
-                             pooling=pooling, prompt=PROMPT if head == 'prompt' else None)
+  return multitask.random_export(out, base, name, method, merged, adaptation, labels,
+                                 text_columns, head, pooling, seed, max_length=MAX_LENGTH,
+                                 prompt=PROMPT)
 
 
 def sentences(n: int, offset: int = 0) -> list[str]:

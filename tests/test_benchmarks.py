@@ -9,9 +9,11 @@ import sys
 import textwrap
 
 import pytest
+from absl import app
 
 from adamix_jax import report
 from benchmarks import common, quality
+from experiments import cli
 from configs import default
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -289,3 +291,29 @@ def test_quality_numbers_and_figures_outlive_the_runs(tmp_path, monkeypatch):
   assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
   with pytest.raises(ValueError, match='no dev curve'):
     report.plot_curves({}, tmp_path / 'none.png')
+
+
+def test_saved_numbers_restore_into_a_new_root_and_give_the_same_tables(tmp_path,
+                                                                        monkeypatch):
+  root, again = tmp_path / 'runs', tmp_path / 'again'
+  monkeypatch.setattr(common, 'NUMBERS', tmp_path / 'results')
+  _fake_result(root, 'adapter', 1, 0.75, {114: 0.70, 228: 0.75})
+  _fake_result(root, 'adamix', 1, 0.74, {114: 0.69, 228: 0.74})
+  _fake_result(root, 'adamix', 1, 0.72, {}, random=True)
+  plan = {'epochs': 2}
+  (root / 'quality_plan.json').write_text(json.dumps(plan))
+  numbers = quality.save_numbers(root, plan, 'quality/mrpc-2')
+  _fake_result(again, 'adapter', 2, 0.78, {114: 0.72, 228: 0.78})  # a new seed, kept
+  restored = quality.restore_numbers(numbers, again)
+  assert sorted(p.relative_to(again).as_posix() for p in restored) == [
+      'mrpc/adamix/seed_1', 'mrpc/adamix_random/seed_1', 'mrpc/adapter/seed_1']
+  assert quality.dev_curves(again)['mrpc']['adamix'] == quality.dev_curves(root)['mrpc']['adamix']
+  assert quality.seed_scores(again)[('mrpc', 'adapter')] == {1: 75.0, 2: 78.0}
+  assert quality.seed_scores(again)[('mrpc', 'adamix [random]')] == {1: 72.0}
+  assert quality.restore_numbers(numbers, again) == []  # nothing overwritten
+  (again / 'quality_plan.json').write_text(json.dumps({'epochs': 20}))
+  with pytest.raises(app.UsageError, match='another budget'):
+    quality.restore_numbers(numbers, again)
+  (tmp_path / 'bad.json').write_text('{"runs": []}')
+  with pytest.raises(cli.InputError, match=r'bad\.json'):
+    quality.restore_numbers(tmp_path / 'bad.json', again)

@@ -109,3 +109,19 @@ def test_batcher_answers_each_request_with_its_own_rows(served):
       bad.result(timeout=60)
   finally:
     batcher.close()
+
+
+def test_multitask_benchmark_counts_one_backbone_against_n_models(tiny_mlm_checkpoint,
+                                                                  tmp_path):
+  from benchmarks import multitask  # pylint: disable=import-outside-toplevel
+  exports = multitask.write_exports(tmp_path, tiny_mlm_checkpoint, 2, 'mixed', max_length=8)
+  row = multitask.bench(exports, 30522, batch=4, length=8, rounds=1)
+  singles = [predict.Predictor(d).memory_bytes() for d in exports.values()]
+  assert row['separate_bytes'] == sum(singles)
+  backbone = row['shared_bytes'] - row['stacked_bytes']
+  assert backbone <= min(singles) and row['shared_bytes'] < row['separate_bytes']
+  assert row['methods'] == ['adamix', 'lora']  # every other task LoRA
+  for key in ('mixed_s', 'separate_s', 'gather_s', 'single_s'):
+    assert len(row['samples'][key.removesuffix('_s')]) == 1 and row[key] > 0
+  text = multitask.render([{**row, 'mix': 'mixed'}], 'Machine: here.')
+  assert text.count('\n| mixed | 2 |') == 1
