@@ -1,6 +1,6 @@
 """Many tasks over one backbone: memory and speed of `serving.MultiTaskPredictor`.
 
-  python -m benchmarks.multitask [--tasks=1,4,16] [--batch=64] [--length=64] [--rounds=7]
+  python -m benchmarks.multitask [--tasks=1,4,16] [--batch=32] [--length=64] [--rounds=5]
 
 For every N in --tasks, N exports over the bundled MiniLM-L6 (real weights), their trained
 tensors random (speed and memory do not depend on their values), in two mixes:
@@ -45,14 +45,6 @@ from benchmarks import common
 from experiments import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list('tasks', ['1', '4', '16'], 'Numbers of tasks served together.')
-flags.DEFINE_list('mixes', ['adapter', 'mixed'], 'Which task mixes (adapter, mixed).')
-flags.DEFINE_integer('batch', 64, 'Rows per forward pass.')
-flags.DEFINE_integer('length', 64, 'Tokens per row.')
-flags.DEFINE_integer('rounds', 7, 'Timed calls of each variant (interleaved rounds).')
-flags.DEFINE_string('checkpoint', hf_checkpoint.BUNDLED_MODEL, 'The shared base checkpoint.')
-flags.DEFINE_boolean('write', True, 'Write the table into benchmarks/notes/serving.md and '
-                     'the numbers into benchmarks/results/serving-multitask.json.')
 
 SECTION = 'serving/multitask'
 GATHER_GOAL = 1.10
@@ -186,6 +178,14 @@ def render(rows: list[dict[str, Any]], machine: str) -> str:
       f"--batch={first['batch']} --length={first['length']} --rounds={first['rounds']}`\n")
 
 
+def save_numbers(machine: str, rows: list[dict[str, Any]]) -> Path:
+  """benchmarks/results/serving-multitask.json: the machine and every row's numbers."""
+  common.NUMBERS.mkdir(parents=True, exist_ok=True)
+  path = common.NUMBERS / 'serving-multitask.json'
+  path.write_text(json.dumps({'machine': machine, 'rows': rows}, indent=1))
+  return path
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -198,6 +198,7 @@ def main(argv):
   base = hf_checkpoint.resolve_model_dir(FLAGS.checkpoint)
   config = EncoderConfig.from_hf_dict(json.loads((base / 'config.json').read_text()))
   rows = []
+  machine = common.machine_description()
   with tempfile.TemporaryDirectory() as tmp:
     for mix in FLAGS.mixes:
       exports = write_exports(Path(tmp) / mix, base, max(counts), mix, FLAGS.length)
@@ -209,16 +210,27 @@ def main(argv):
               f"smaller, mixed/one-at-a-time throughput {result['throughput_ratio']:.2f}x, "
               f"gather/single {result['gather_ratio']:.2f}x", flush=True)
         rows.append(result)
-  machine = common.machine_description()
+        if FLAGS.write:  # every finished row is kept, should a later one be interrupted
+          save_numbers(machine, rows)
   text = render(rows, machine)
   print(text)
   if FLAGS.write:
-    print(f'Updated {common.update_section(SECTION, text)}')
-    common.NUMBERS.mkdir(parents=True, exist_ok=True)
-    numbers = common.NUMBERS / 'serving-multitask.json'
-    numbers.write_text(json.dumps({'machine': machine, 'rows': rows}, indent=1))
-    print(f'Wrote {numbers}')
+    print(f'Updated {common.update_section(SECTION, text)} and {save_numbers(machine, rows)}')
+
+
+def define_flags() -> None:
+  """The command line (defined only when run as a program: other benchmark modules share
+  flag names such as --tasks and --batch)."""
+  flags.DEFINE_list('tasks', ['1', '4', '16'], 'Numbers of tasks served together.')
+  flags.DEFINE_list('mixes', ['adapter', 'mixed'], 'Which task mixes (adapter, mixed).')
+  flags.DEFINE_integer('batch', 32, 'Rows per forward pass.')
+  flags.DEFINE_integer('length', 64, 'Tokens per row.')
+  flags.DEFINE_integer('rounds', 5, 'Timed calls of each variant (interleaved rounds).')
+  flags.DEFINE_string('checkpoint', hf_checkpoint.BUNDLED_MODEL, 'The shared base checkpoint.')
+  flags.DEFINE_boolean('write', True, 'Write the table into benchmarks/notes/serving.md and '
+                       'the numbers into benchmarks/results/serving-multitask.json.')
 
 
 if __name__ == '__main__':
+  define_flags()
   cli.run(main)
