@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import functools
 import json
+import os
 from pathlib import Path
 import subprocess
 import sys
-import textwrap
 
+import jax
+import jax.numpy as jnp
 import pytest
 from absl import app
 
 from adamix_jax import report
-from benchmarks import common, quality
+from benchmarks import common, diagnostics, quality, steptime
 from experiments import cli
 from configs import default
 
@@ -33,55 +38,84 @@ def test_method_set_names_an_unknown_field():
     preset(default.get_config(), 'full')
 
 
-def _run_isolated(code: str):
-  # gpu_step and quality both define absl flags (e.g. --steps): one process each.
-  subprocess.run([sys.executable, '-c', textwrap.dedent(code)], cwd=ROOT, check=True,
-                 timeout=300)
+def test_gpu_variant_ablations_parse_and_reject_unknown_names():
+  assert steptime.parse_variant('adamix+consistency') == dataclasses.replace(
+      steptime.VARIANTS['adamix+consistency'], eval='')
+  variant = steptime.parse_variant('adapter@fused@rbg@nodrop@remat_dots')
+  assert (variant.name, variant.method, variant.consistency_weight) == (
+      'adapter@fused@rbg@nodrop@remat_dots', 'adapter', 0.0)
+  assert (variant.attention, variant.prng, variant.dropout, variant.remat) == (
+      'fused', 'rbg', False, 'dots')
+  assert variant.step and not variant.eval  # the GPU script times the step alone
+  with pytest.raises(ValueError, match="Unknown variant 'adaptor'"):
+    steptime.parse_variant('adaptor@fused')
+  with pytest.raises(ValueError, match=r"Unknown variant 'adamix \[random\]'"):
+    steptime.parse_variant('adamix [random]')  # not trained: no step to time
+  with pytest.raises(ValueError, match=r"Unknown ablation\(s\) \['flash'\]"):
+    steptime.parse_variant('adapter@flash')
+  with pytest.raises(ValueError, match='choose one of remat, remat_dots'):
+    steptime.parse_variant('adapter@remat@remat_dots')
+  with pytest.raises(ValueError, match='choose one of rbg, unsafe_rbg'):
+    steptime.parse_variant('adapter@unsafe_rbg@rbg')
 
 
-def test_gpu_step_variant_ablations_parse_and_reject_unknown_names():
-  _run_isolated(r"""
-      import pytest
-      from benchmarks import gpu_step
-      assert gpu_step.parse_variant('adamix+consistency') == ('adamix', 1.0, frozenset())
-      assert gpu_step.parse_variant('adapter@fused@rbg') == (
-          'adapter', 0.0, frozenset({'fused', 'rbg'}))
-      with pytest.raises(ValueError, match="Unknown variant 'adaptor'"):
-        gpu_step.parse_variant('adaptor@fused')
-      with pytest.raises(ValueError, match=r"Unknown ablation\(s\) \['flash'\]"):
-        gpu_step.parse_variant('adapter@flash')
-      with pytest.raises(ValueError, match='choose one of remat, remat_dots'):
-        gpu_step.parse_variant('adapter@remat@remat_dots')
-      """)
+def test_gpu_ablations_change_the_model_and_the_key_only_while_tracing():
+  before = jax.config.jax_default_prng_impl
+  with steptime.prng_impl('rbg'):
+    assert jax.random.PRNGKey(0).shape == (4,)  # rbg keys: 4 words (threefry: 2)
+  assert jax.config.jax_default_prng_impl == before
+  assert jax.random.PRNGKey(0).shape == (2,)
+  config = steptime.SHAPES['tiny']
+  built = steptime.build(steptime.parse_variant('adapter@fused@nodrop@remat@rbg'), config,
+                         None, dtype='bfloat16')
+  model = built.model
+  assert (model.attention, model.remat, model.dtype) == ('fused', 'full', jnp.bfloat16)
+  assert model.config.hidden_dropout_prob == model.config.attention_probs_dropout_prob == 0
+  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
+           for k, v in steptime.make_batch(config, 2, 8).items()}
+  step = steptime.compile_step(built, batch, abstract=True)
+  assert step.compiled is None and diagnostics.flops(step.lowered) > 0
+  assert step.traced.args_info[0][0].rng.shape == (4,)  # the state's key drawn with rbg
 
 
-def test_gpu_step_prng_ablation_changes_the_key_only_while_tracing():
-  _run_isolated("""
-      import jax
-      from benchmarks import gpu_step
-      before = jax.config.jax_default_prng_impl
-      with gpu_step.prng_impl(frozenset({'rbg'})):
-        assert jax.random.PRNGKey(0).shape == (4,)  # rbg keys: 4 words (threefry: 2)
-      assert jax.config.jax_default_prng_impl == before
-      assert jax.random.PRNGKey(0).shape == (2,)
-      """)
+def test_gpu_merge_keeps_each_call_and_prefers_same_call_ratios():
+  def call(rate, **steps):
+    return {'device': 'gpu: X', 'shape': 'roberta-large', 'batch': 64, 'length': 128,
+            'dtype': 'bfloat16', 'matmul_flops': rate,
+            'jax': {k.replace('_', '@'): {'step_s': v} for k, v in steps.items()}}
+  merged = steptime.merge_results([
+      call(1.0, adamix=2.0, adapter=1.0),
+      call(2.0, adapter=4.0, adamix_fused=8.0, adapter_fused=2.0)])
+  assert merged['jax']['adapter']['call'] == 1
+  assert merged['jax']['adapter [call 2]']['matmul_flops'] == 2.0
+  ratios = {(n, d): r for n, d, r, _ in steptime.step_ratios(merged['jax'])}
+  assert ratios == {('adamix', 'adapter'): 2.0, ('adamix@fused', 'adapter@fused'): 4.0}
 
 
-def test_gpu_step_merge_keeps_each_call_and_prefers_same_call_ratios():
-  _run_isolated("""
-      from benchmarks import gpu_step
-      def call(rate, **steps):
-        return {'device': 'gpu: X', 'shape': 'roberta-large', 'batch': 64, 'length': 128,
-                'dtype': 'bfloat16', 'matmul_flops': rate,
-                'jax': {k.replace('_', '@'): {'step_s': v} for k, v in steps.items()}}
-      merged = gpu_step.merge_results([
-          call(1.0, adamix=2.0, adapter=1.0),
-          call(2.0, adapter=4.0, adamix_fused=8.0, adapter_fused=2.0)])
-      assert merged['jax']['adapter']['call'] == 1
-      assert merged['jax']['adapter [call 2]']['matmul_flops'] == 2.0
-      ratios = {(n, d): r for n, d, r, _ in gpu_step.step_ratios(merged['jax'])}
-      assert ratios == {('adamix', 'adapter'): 2.0, ('adamix@fused', 'adapter@fused'): 4.0}
-      """)
+def test_gpu_table_gives_mfu_against_each_rows_matmul_and_the_peers_against_ours():
+  row = {'trainable': 1000, 'flops': 2e12, 'peak_gib': 3.0, 'compile_s': 10.0}
+  result = {'device': 'gpu: X', 'machine': 'Machine: M.', 'shape': 'roberta-large',
+            'batch': 64, 'length': 128, 'dtype': 'bfloat16', 'steps': 20, 'repeats': 3,
+            'matmul_flops': 1e13,
+            'jax': {'adapter': dict(row, step_s=0.5), 'adamix': dict(row, step_s=0.5),
+                    'lora': dict(row, step_s=1.0)},
+            'torch': {'lora': {'step_s': 2.0, 'trainable': 10, 'attention': 'sdpa'},
+                      'full': {'error': 'OutOfMemoryError: no'}}}
+  lines = steptime.render_gpu(result).splitlines()
+  assert '| ours: adapter | 1,000 | 500.0 | 2.00 | 4 | 40% | MISS | 3.0 | 10 |' in lines
+  assert '| ours: lora | 1,000 | 1000.0 | 2.00 | 2 | 20% | MISS | 3.0 | 10 |' in lines
+  assert '| torch+PEFT lora (sdpa) | 10 | 2000.0 | 2.00 (ours) | 1 | 10% |  |  |  |' in lines
+  assert 'adamix step / adapter step: 1.000 (target ≤ 1.05: PASS)' in lines
+  assert 'torch lora step / our lora step: 2.00x' in lines
+  assert 'torch full peer failed: OutOfMemoryError: no' in lines
+
+
+def test_gpu_and_speed_commands_parse_their_flags_and_refuse_unknown_variants():
+  for module, flag in (('gpu_step', '--variants=adapter,adaptor@fused'),
+                       ('speed', '--variants=adaptor')):
+    run = subprocess.run([sys.executable, '-m', f'benchmarks.{module}', flag], cwd=ROOT,
+                         timeout=300, capture_output=True, text=True)
+    assert run.returncode == 1 and 'adaptor' in run.stderr, (module, run.stderr)
 
 
 def _fake_run(root: Path, method: str, seed: int, evals: dict[int, float],
@@ -119,103 +153,146 @@ def test_dev_curve_table_skips_single_evaluations_and_names_a_bad_line(tmp_path)
 
 
 def test_speed_compile_only_reports_memory_without_running(tmp_path):
+  # The two-layer `tiny` shape, compiled at LLVM's -O0: XLA's memory and FLOP analyses
+  # (made before code generation) are the same, in half the compile time.
+  env = dict(os.environ, XLA_FLAGS=' '.join(
+      [os.environ.get('XLA_FLAGS', ''), '--xla_backend_optimization_level=0']).strip())
   out = subprocess.run(
-      [sys.executable, '-m', 'benchmarks.speed', '--shapes=minilm', '--lengths=16', '--batch=2',
-       '--variants=adapter,full', '--remat=none,full', '--compile_only', '--write=false',
+      [sys.executable, '-m', 'benchmarks.speed', '--shapes=tiny', '--lengths=16', '--batch=2',
+       '--variants=adapter,full', '--remat=full', '--compile_only', '--write=false',
        f'--json_dir={tmp_path}'],
-      cwd=ROOT, check=True, timeout=600, capture_output=True, text=True).stdout
-  result = json.loads((tmp_path / 'minilm_L16_compiled.json').read_text())
+      cwd=ROOT, env=env, check=True, timeout=300, capture_output=True, text=True).stdout
+  result = json.loads((tmp_path / 'tiny_L16_compiled.json').read_text())
   assert result['compile_only'] and 'samples' not in result
-  assert set(result['info']) == {'adapter', 'full', 'adapter @remat=full', 'full @remat=full'}
-  # A remat row recomputes the forward in its step: same forward, more step FLOPs.
-  plain, remat = result['info']['adapter'], result['info']['adapter @remat=full']
-  assert remat['fwd_flops'] == plain['fwd_flops']
-  assert remat['step_flops'] > 1.2 * plain['step_flops']
+  assert set(result['info']) == {'adapter @remat=full', 'full @remat=full'}  # no peers
   for row in result['info'].values():
     assert row['step_bytes'] > row['fwd_bytes'] > 0 and row['step_flops'] > row['fwd_flops'] > 0
+    assert row['eval_bytes'] > 0 and row['eval_flops'] > 0
+  adapter, full = result['info']['adapter @remat=full'], result['info']['full @remat=full']
   # Full fine-tuning's step holds the whole model's gradients and Adam state.
-  assert result['info']['full']['step_bytes'] > 2 * result['info']['adapter']['step_bytes']
+  assert full['step_bytes'] > 2 * adapter['step_bytes']
   # The adapter's step takes no weight gradient of a frozen kernel (counted in its jaxpr).
-  assert result['info']['adapter']['frozen_kernel_shaped_dots'] == 0
-  assert result['info']['adapter @remat=full']['frozen_kernel_shaped_dots'] == 0
-  assert 'compiled, not run' in out and '| adapter | ' in out
+  assert adapter['frozen_kernel_shaped_dots'] == 0
+  assert 'compiled, not run' in out and '| adapter @remat=full | ' in out
+  assert 'round' not in out  # nothing timed
+
+
+def test_remat_step_recomputes_the_forward_and_takes_no_frozen_weight_gradient():
+  config = steptime.SHAPES['tiny']
+  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
+           for k, v in steptime.make_batch(config, 2, 16).items()}
+  key = jax.random.PRNGKey(0)
+  fwd_flops, step_flops = {}, {}
+  for remat in ('none', 'full'):
+    built = steptime.build(dataclasses.replace(steptime.VARIANTS['adapter'], remat=remat),
+                           config, None)  # shapes only: traced and lowered, not compiled
+    step = steptime.compile_step(built, batch, abstract=True)
+    fwd = jax.jit(functools.partial(steptime.forward_loss, model=built.model,
+                                    consistency_weight=0.0)
+                  ).trace(built.trainable, built.frozen, batch, key)
+    fwd_flops[remat] = diagnostics.flops(fwd.lower())
+    step_flops[remat] = diagnostics.flops(step.lowered)
+    assert diagnostics.frozen_grad_dots(step.traced, fwd, built.frozen, built.trainable) == 0
+  # Same forward; the remat step runs every layer's forward again.
+  assert fwd_flops['full'] == fwd_flops['none'] > 0
+  assert step_flops['full'] > 1.2 * step_flops['none']
+
+
+def test_speed_table_gives_times_ratios_and_quiet_rounds():
+  samples = {'matmul': [1.0, 2.0, 1.1], 'adapter/fwd': [0.1, 0.2, 0.1],
+             'adapter/step': [0.3, 0.6, 0.3], 'adamix/step': [0.3, 0.9, 0.3],
+             'lora/step': [0.2, 0.4, 0.2], 'torch+PEFT lora/step': [0.5, 0.5, 0.5]}
+  analysed = {'fwd_flops': 1e9, 'step_flops': 3e9, 'step_bytes': 2**21, 'fwd_dots': 5,
+              'step_dots': 9, 'frozen_kernel_shaped_dots': 0}
+  result = {'shape': 'tiny', 'origin': 'random weights', 'batch': 2, 'length': 16,
+            'machine': 'Machine: M.', 'peak_rss_gib': 1.0, 'load': [0.5, 2.5],
+            'prng_impl': 'threefry2x32', 'samples': samples,
+            'info': {'adapter': dict(analysed, trainable=8500, method='adapter'),
+                     'adamix': {'trainable': 9000, 'method': 'adamix'},
+                     'lora': dict(analysed, trainable=8000, method='lora'),
+                     'torch+PEFT lora': {'trainable': 7000, 'method': 'torch+PEFT lora'}}}
+  text, ratios = steptime.render_cpu(result, 'speed/tiny/L16')
+  lines = text.splitlines()
+  assert lines[0] == '### `speed/tiny/L16`: tiny (random weights), batch 2, length 16'
+  assert 'the 2 rounds whose matmul ran within 1.25x of its fastest' in text  # rounds 1, 3
+  assert '| adapter | 8.5K | 100 | 300 | - | 100 / 300 | 3.00 / 3.00 | 1 / 3 | ' in text
+  # The peer's GFLOP/s: our LoRA step's FLOPs over the peer's time.
+  assert '| torch+PEFT lora | 7.0K | - | 500 | - | - / 500 | - | - | 6 (' in text
+  by_label = {r['ratio']: r for r in ratios}
+  assert by_label['AdaMix step (routing, no consistency) / adapter step']['value'] == 1.0
+  assert by_label['torch+PEFT LoRA step / our LoRA step (speed-up)']['verdict'] == 'PASS'
+  assert not any('eval' in label for label in by_label)  # no eval timed
 
 
 def test_speed_ratios_repeat_between_remat_rows():
-  _run_isolated(r"""
-      from benchmarks import speed
-      info = {'adapter': {}, 'adamix+consistency': {}, 'adapter @remat=full': {},
-              'adamix+consistency @remat=full': {}}
-      ratios = {label: (num, den, target) for label, num, den, target, _ in speed._ratios(info)}
-      assert ratios['AdaMix+consistency step / adapter step (both remat=full)'] == (
-          'adamix+consistency @remat=full/step', 'adapter @remat=full/step', 2.1)
-      assert ratios['adapter @remat=full step / adapter step'] == (
-          'adapter @remat=full/step', 'adapter/step', None)
-      assert not any('remat=dots' in label for label in ratios)
-      # A PyTorch peer with gradient checkpointing is compared with our remat row.
-      assert ratios['torch full-FT step / our full-FT step (speed-up) (both remat=full)'][:2] == (
-          'torch full @remat=full/step', 'full @remat=full/step')
-      assert speed.torch_peer_of('torch full @remat=full') == 'full @remat=full'
-      assert speed.torch_peer_of('torch+PEFT lora') == 'lora'
-      assert speed.torch_peer_of('adapter @remat=full') is None
-  """)
+  info = {'adapter': {}, 'adamix+consistency': {}, 'adapter @remat=full': {},
+          'adamix+consistency @remat=full': {}}
+  ratios = {label: (num, den, target) for label, num, den, target, _ in steptime.ratios_of(info)}
+  assert ratios['AdaMix+consistency step / adapter step (both remat=full)'] == (
+      'adamix+consistency @remat=full/step', 'adapter @remat=full/step', 2.1)
+  assert ratios['adapter @remat=full step / adapter step'] == (
+      'adapter @remat=full/step', 'adapter/step', None)
+  assert not any('remat=dots' in label for label in ratios)
+  # A PyTorch peer with gradient checkpointing is compared with our remat row.
+  assert ratios['torch full-FT step / our full-FT step (speed-up) (both remat=full)'][:2] == (
+      'torch full @remat=full/step', 'full @remat=full/step')
+  assert steptime.torch_peer_of('torch full @remat=full') == 'full @remat=full'
+  assert steptime.torch_peer_of('torch+PEFT lora') == 'lora'
+  assert steptime.torch_peer_of('adapter @remat=full') is None
 
 
-def test_torch_peers_with_remat_recompute_every_layer_in_the_backward_pass():
+def test_torch_peers_with_remat_recompute_every_layer_in_the_backward_pass(monkeypatch):
   # Gradient checkpointing runs each layer's forward again during the backward pass:
   # the MiniLM peers' 6 layers (their feed-forward block, counted) run 6 times per step
   # without it, 12 times with it.
-  _run_isolated(r"""
-      import collections
-      from transformers.models.bert import modeling_bert
-      from benchmarks import speed
-      calls = collections.Counter()
-      # Inside the layer: transformers wraps the layer's own forward to checkpoint it.
-      forward = modeling_bert.BertIntermediate.forward
-      def counted(self, *args, **kwargs):
-        calls[current] += 1
-        return forward(self, *args, **kwargs)
-      modeling_bert.BertIntermediate.forward = counted
-      config, _, _ = speed.backbone('minilm')
-      batch = speed.make_batch(config, 2, 8)
-      steps = speed.torch_steps('minilm', config, batch, ['lora', 'full'], ['none', 'full', 'dots'])
-      assert set(steps) == {'torch+PEFT lora', 'torch full', 'torch+PEFT lora @remat=full',
-                            'torch full @remat=full'}, set(steps)
-      for current, (step, count) in steps.items():
-        step()
-        assert count > 0
-      assert calls == {'torch+PEFT lora': 6, 'torch full': 6, 'torch+PEFT lora @remat=full': 12,
-                       'torch full @remat=full': 12}, calls
-      """)
+  from transformers.models.bert import modeling_bert  # pylint: disable=import-outside-toplevel
+  calls = collections.Counter()
+  current = ''
+  # Inside the layer: transformers wraps the layer's own forward to checkpoint it.
+  forward = modeling_bert.BertIntermediate.forward
+
+  def counted(self, *args, **kwargs):
+    calls[current] += 1
+    return forward(self, *args, **kwargs)
+
+  monkeypatch.setattr(modeling_bert.BertIntermediate, 'forward', counted)
+  config = steptime.SHAPES['tiny']  # unused: MiniLM's peers load its checkpoint
+  batch = steptime.make_batch(config, 2, 8)
+  peers = steptime.torch_peers('minilm', config, batch, ['lora', 'full'],
+                               ['none', 'full', 'dots'])
+  assert set(peers) == {'torch+PEFT lora', 'torch full', 'torch+PEFT lora @remat=full',
+                        'torch full @remat=full'}, set(peers)
+  for current, peer in peers.items():
+    peer.runner.sync(peer.runner.call())
+    assert peer.trainable > 0 and peer.device == 'cpu'
+  assert calls == {'torch+PEFT lora': 6, 'torch full': 6, 'torch+PEFT lora @remat=full': 12,
+                   'torch full @remat=full': 12}, calls
+  assert peers['torch+PEFT lora'].trainable < peers['torch full'].trainable
 
 
 def test_frozen_grad_dots_counts_weight_gradients_of_frozen_kernels_only():
-  _run_isolated(r"""
-      import jax
-      import jax.numpy as jnp
-      from benchmarks import speed
-      # batch * length = 8 = a kernel dimension: flattened activations would share the
-      # frozen kernel's [8, 16] shape; the jaxpr keeps [2, 4, 16].
-      x = jnp.ones((2, 4, 8))
-      frozen = {'dense': {'kernel': jnp.ones((8, 16))}}
-      trainable = {'out': {'kernel': jnp.ones((16, 3))}}
+  # batch * length = 8 = a kernel dimension: flattened activations would share the
+  # frozen kernel's [8, 16] shape; the jaxpr keeps [2, 4, 16].
+  x = jnp.ones((2, 4, 8))
+  frozen = {'dense': {'kernel': jnp.ones((8, 16))}}
+  trainable = {'out': {'kernel': jnp.ones((16, 3))}}
 
-      def loss(t, f):
-        return jnp.sum(jax.nn.gelu(x @ f['dense']['kernel']) @ t['out']['kernel'])
+  def loss(t, f):
+    return jnp.sum(jax.nn.gelu(x @ f['dense']['kernel']) @ t['out']['kernel'])
 
-      def good_step(t, f):  # gradients of the trainable kernel only
-        return jax.grad(loss)(t, f)
+  def good_step(t, f):  # gradients of the trainable kernel only
+    return jax.grad(loss)(t, f)
 
-      def bad_step(t, f):  # also the frozen kernel's weight gradient
-        return jax.grad(loss, argnums=(0, 1))(t, f)
+  def bad_step(t, f):  # also the frozen kernel's weight gradient
+    return jax.grad(loss, argnums=(0, 1))(t, f)
 
-      trace = lambda fn: jax.jit(fn).trace(trainable, frozen)
-      fwd = trace(loss)
-      assert speed.frozen_grad_dots(trace(good_step), fwd, frozen, trainable) == 0
-      assert speed.frozen_grad_dots(trace(bad_step), fwd, frozen, trainable) == 1
-      # Nested jaxprs (jit inside the step) are searched too.
-      assert speed.frozen_grad_dots(trace(jax.jit(bad_step)), fwd, frozen, trainable) == 1
-      """)
+  trace = lambda fn: jax.jit(fn).trace(trainable, frozen)
+  fwd = trace(loss)
+  assert diagnostics.frozen_grad_dots(trace(good_step), fwd, frozen, trainable) == 0
+  assert diagnostics.frozen_grad_dots(trace(bad_step), fwd, frozen, trainable) == 1
+  # Nested jaxprs (jit inside the step) are searched too.
+  assert diagnostics.frozen_grad_dots(trace(jax.jit(bad_step)), fwd, frozen, trainable) == 1
+  assert diagnostics.kernel_shapes(frozen) == {(8, 16)}
 
 
 def _fake_result(root: Path, method: str, seed: int, best: float, curve: dict[int, float],
