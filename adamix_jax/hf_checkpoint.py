@@ -347,6 +347,8 @@ def merge_pretrained(init_params: dict[str, Any], pretrained: dict[tuple[str, ..
                                                                            LoadReport]:
   """Overlays pretrained tensors on freshly initialised parameters, checking every shape.
 
+  `init_params` leaves that the checkpoint replaces may be shapes (`jax.ShapeDtypeStruct`).
+
   Raises:
     CheckpointError: a shape mismatch outside the task head (names the key and both shapes),
       or backbone / MLM head parameters the checkpoint lacks (lists them). Task-head tensors
@@ -370,7 +372,7 @@ def merge_pretrained(init_params: dict[str, Any], pretrained: dict[tuple[str, ..
         else:
           mismatched.append(shapes)
         continue
-      out[path] = np.asarray(value, dtype=np.asarray(init).dtype)
+      out[path] = np.asarray(value, dtype=init.dtype)
     elif _is_new_parameter(path):
       out[path] = init
       report.newly_initialized.append(name)

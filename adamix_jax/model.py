@@ -10,9 +10,11 @@ Heads mirror transformers' so checkpoints and exports map one to one:
 
 from __future__ import annotations
 
+from flax import traverse_util
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from adamix_jax.adapters import AdaptationConfig, activation
 from adamix_jax.encoder import Encoder, EncoderConfig
@@ -178,6 +180,27 @@ def from_pretrained(name_or_path, *, adaptation: AdaptationConfig = AdaptationCo
                 label_word_ids=tuple(label_word_ids), pooling=pooling, dtype=dtype,
                 attention=attention, remat=remat)
   rng = jax.random.PRNGKey(0) if rng is None else rng
-  params, report = hf_checkpoint.merge_pretrained(init_params(model, rng), pretrained,
-                                                  source=source, ignored=ignored)
+  params, report = hf_checkpoint.merge_pretrained(
+      _fresh_where_needed(model, rng, pretrained), pretrained, source=source, ignored=ignored)
   return model, params, report
+
+
+def _fresh_where_needed(model: Model, rng: jax.Array,
+                        pretrained: dict[tuple[str, ...], np.ndarray]) -> dict:
+  """`init_params(model, rng)` where the checkpoint has no tensor of the right shape, and
+  shapes (`jax.ShapeDtypeStruct`) elsewhere.
+
+  Only the fresh leaves are computed: the compiled initialisation drops the rest, so loading
+  a large pretrained backbone does not generate (or compile the generation of) random values
+  that the checkpoint replaces. The fresh values are those of a full `init_params`.
+  """
+  shapes = traverse_util.flatten_dict(jax.eval_shape(lambda r: init_params(model, r), rng))
+  needed = sorted(path for path, shape in shapes.items()
+                  if path not in pretrained or tuple(pretrained[path].shape) != shape.shape)
+  def fresh_leaves(r):
+    flat = traverse_util.flatten_dict(init_params(model, r))
+    return {path: flat[path] for path in needed}
+
+  fresh = jax.jit(fresh_leaves)(rng) if needed else {}
+  return traverse_util.unflatten_dict({path: fresh.get(path, shape)
+                                       for path, shape in shapes.items()})
