@@ -86,10 +86,39 @@ def step_keys(rng: jax.Array, step: jax.Array | int) -> tuple[jax.Array, ...]:
   return tuple(jax.random.split(jax.random.fold_in(rng, step), 4))
 
 
+def loss(params: Any, frozen: Any, batch: dict[str, jax.Array], keys: tuple[jax.Array, ...],
+         *, model: Model, consistency_weight: float, regression: bool
+         ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+  """The training objective: the task loss of a routed pass, plus `consistency_weight` times
+  the consistency term between it and a second routed pass (skipped at weight 0).
+
+  Args:
+    params: the trainable parameters; frozen: the others.
+    keys: `step_keys(rng, step)` (routing and dropout of each pass).
+  Returns:
+    (total, (task loss, consistency loss)).
+  """
+  route_1, route_2, drop_1, drop_2 = keys
+  inputs = batch_inputs(batch)
+
+  def forward(route_key, dropout_key):
+    return model.apply({'params': methods.combine(params, frozen)}, *inputs,
+                       routing=Routing(key=route_key), deterministic=False,
+                       rngs={'dropout': dropout_key})
+
+  logits = forward(route_1, drop_1)
+  loss_task = task_loss(logits, batch['labels'], regression)
+  loss_cons = jnp.zeros((), jnp.float32)
+  if consistency_weight > 0:
+    loss_cons = consistency.consistency_loss(logits, forward(route_2, drop_2),
+                                             regression=regression)
+  return loss_task + consistency_weight * loss_cons, (loss_task, loss_cons)
+
+
 def train_step(state: TrainState, frozen: Any, batch: dict[str, jax.Array], *, model: Model,
                tx: optax.GradientTransformation, schedule: optax.Schedule,
                consistency_weight: float, regression: bool) -> tuple[TrainState, TrainMetrics]:
-  """One optimisation step.
+  """One optimisation step of `loss`.
 
   Args:
     state: the train state; donated (its buffers are reused for the result).
@@ -99,39 +128,23 @@ def train_step(state: TrainState, frozen: Any, batch: dict[str, jax.Array], *, m
     The new state and this step's metrics. Routing and dropout keys come from
     fold_in(state.rng, state.step), so every device draws the same experts.
   """
-  route_1, route_2, drop_1, drop_2 = step_keys(state.rng, state.step)
-  inputs = batch_inputs(batch)
-
-  def forward(params, route_key, dropout_key):
-    return model.apply({'params': methods.combine(params, frozen)}, *inputs,
-                       routing=Routing(key=route_key), deterministic=False,
-                       rngs={'dropout': dropout_key})
-
-  def loss_fn(params):
-    logits = forward(params, route_1, drop_1)
-    loss_task = task_loss(logits, batch['labels'], regression)
-    loss_cons = jnp.zeros((), jnp.float32)
-    if consistency_weight > 0:
-      logits_2 = forward(params, route_2, drop_2)
-      loss_cons = consistency.consistency_loss(logits, logits_2, regression=regression)
-    return loss_task + consistency_weight * loss_cons, (loss_task, loss_cons)
-
-  (loss, (loss_task, loss_cons)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params)
+  (total, (loss_task, loss_cons)), grads = jax.value_and_grad(loss, has_aux=True)(
+      state.params, frozen, batch, step_keys(state.rng, state.step), model=model,
+      consistency_weight=consistency_weight, regression=regression)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
   metrics = TrainMetrics.single_from_model_output(
-      loss=loss, task_loss=loss_task, consistency_loss=loss_cons,
+      loss=total, task_loss=loss_task, consistency_loss=loss_cons,
       grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step))
   return new_state, metrics
 
 
 def _check_finite(step: int, metrics: TrainMetrics) -> None:
-  loss = float(metrics.loss.compute())
-  if not math.isfinite(loss):
+  value = float(metrics.loss.compute())
+  if not math.isfinite(value):
     raise NonFiniteLossError(
-        f'Non-finite loss ({loss}) at step {step}; training stopped. The last good checkpoint '
+        f'Non-finite loss ({value}) at step {step}; training stopped. The last good checkpoint '
         'is kept in the workdir. Lower the learning rate or enable config.grad_clip_norm.')
 
 

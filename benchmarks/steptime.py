@@ -25,11 +25,10 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from adamix_jax import consistency, hf_checkpoint, inference, merging, methods, optim, train
+from adamix_jax import hf_checkpoint, inference, merging, methods, optim, train
 from adamix_jax.adapters import AdaptationConfig
 from adamix_jax.encoder import EncoderConfig
-from adamix_jax.model import Model, batch_inputs, init_params
-from adamix_jax.routing import Routing
+from adamix_jax.model import Model, init_params
 from benchmarks import common
 from configs import default, presets
 
@@ -238,20 +237,9 @@ def compile_step(built: Built, batch: Any, abstract: bool = False) -> Step:
 
 
 def forward_loss(trainable, frozen, batch, key, *, model: Model, consistency_weight: float):
-  """The loss `train.train_step` computes (its keys, passes and terms), no gradient."""
-  route_1, route_2, drop_1, drop_2 = train.step_keys(key, 0)
-
-  def forward(route_key, dropout_key):
-    return model.apply({'params': methods.combine(trainable, frozen)}, *batch_inputs(batch),
-                       routing=Routing(key=route_key), deterministic=False,
-                       rngs={'dropout': dropout_key})
-
-  logits = forward(route_1, drop_1)
-  loss = train.task_loss(logits, batch['labels'], False)
-  if consistency_weight > 0:
-    loss += consistency_weight * consistency.consistency_loss(
-        logits, forward(route_2, drop_2), regression=False)
-  return loss
+  """`train.loss` as the train step computes it (its keys, passes and terms), no gradient."""
+  return train.loss(trainable, frozen, batch, train.step_keys(key, 0), model=model,
+                    consistency_weight=consistency_weight, regression=False)[0]
 
 
 def fresh_keys(key: jax.Array) -> Callable[[], jax.Array]:
