@@ -10,7 +10,8 @@ import os
 import sys
 
 if __name__ == '__main__':
-  os.environ['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={int(sys.argv[1])}'
+  os.environ['XLA_FLAGS'] = ' '.join([os.environ.get('XLA_FLAGS', ''),
+                                       f'--xla_force_host_platform_device_count={int(sys.argv[1])}'])
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -45,6 +45,11 @@ def run(checkpoint: str, workdir: Path, data: int, fsdp: int) -> dict:
   config.method = os.environ.get('SCALE_OUT_METHOD', 'adamix')
   config.mesh.data, config.mesh.fsdp = data, fsdp
   config.export = True  # every process takes part in the export; the first one writes it
+  # Three logged steps, one evaluation and one checkpoint at the end, one padded shape: each
+  # layout compiles one train step and one evaluation.
+  config.num_train_steps = config.eval_every_steps = config.checkpoint_every_steps = 3
+  config.log_every_steps = 1
+  config.data.bucket_size = config.data.max_length
   captured = {}
   original = runs.build_run
 

@@ -19,6 +19,8 @@ import sys
 
 import pytest
 
+from conftest import xla_flags
+
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name('cli_errors_worker.py')
 SST2 = REPO / 'adamix_jax' / 'data' / 'samples' / 'glue' / 'SST-2'
@@ -201,7 +203,7 @@ def _fill(texts, paths):
 
 def _env():
   env = dict(os.environ)
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={DEVICES}'
+  env['XLA_FLAGS'] = xla_flags(f'--xla_force_host_platform_device_count={DEVICES}')
   env['PYTHONPATH'] = os.pathsep.join([str(REPO), env.get('PYTHONPATH', '')])
   env.pop('ADAMIX_JAX_TRACEBACK', None)
   return env

@@ -17,6 +17,7 @@ from adamix_jax import routing as routing_lib
 from adamix_jax.routing import Routing
 
 import routing_worker
+from conftest import xla_flags
 
 E = 4
 STEPS = 4000
@@ -123,7 +124,7 @@ def test_select_expert_static_and_traced_index():
 def test_same_seed_and_step_route_identically_on_1_and_8_devices(tmp_path):
   worker = Path(__file__).with_name('routing_worker.py')
   out = tmp_path / 'eight.npz'
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+  env = dict(os.environ, XLA_FLAGS=xla_flags('--xla_force_host_platform_device_count=8'),
              JAX_PLATFORMS='cpu')
   subprocess.run([sys.executable, str(worker), '8', str(out)], check=True, env=env, timeout=300)
   with np.load(out) as data:

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import xla_flags
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / 'tests' / 'scale_out_worker.py'
 RTOL = 1e-5
@@ -54,7 +56,7 @@ def eight_device_runs(tiny_checkpoint, tmp_path_factory):
   out = root / 'out.json'
   subprocess.run([sys.executable, str(WORKER), str(tiny_checkpoint), str(out), str(root),
                   '1,1', '8,1', '1,8', '2,4'], check=True, cwd=ROOT,
-                 env=_env(XLA_FLAGS='--xla_force_host_platform_device_count=8'),
+                 env=_env(XLA_FLAGS=xla_flags('--xla_force_host_platform_device_count=8')),
                  capture_output=True)
   return json.loads(out.read_text())
 

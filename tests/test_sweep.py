@@ -108,11 +108,9 @@ def test_sweep_cli_trains_each_run_once_with_its_preset(tiny_checkpoint, tmp_pat
              f'--config.data.data_dir={_small_glue_dir(tmp_path / "glue")}',
              '--config.num_train_steps=2', '--config.eval_every_steps=2',
              '--config.export=False']
-  # The second seed of each method reuses the first one's compiled steps.
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
-         'JAX_COMPILATION_CACHE_DIR': str(tmp_path / 'jax_cache'),
-         'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
-         'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'}
+  # The second seed of each method reuses the first one's compiled steps (the test run's
+  # compilation cache, conftest).
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
   out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
   assert out.returncode == 0, out.stderr[-3000:]
   assert '4 runs: 4 trained, 0 skipped' in out.stdout

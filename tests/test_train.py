@@ -21,6 +21,7 @@ from adamix_jax import (checkpoints, evaluation, export, hf_checkpoint, methods,
                         optim, runs, sharding, train)
 from adamix_jax.model import from_pretrained
 from configs import tiny
+from conftest import xla_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -253,13 +254,13 @@ def test_checkpoint_directory_without_config_is_named_before_the_tokenizer(tiny_
 
 def test_remat_reaches_the_trained_model(tiny_checkpoint, tmp_path, monkeypatch, caplog):
   # On CPU it needs the memory-ordered scheduler at start-up: said when XLA_FLAGS lacks it.
-  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=1')
+  monkeypatch.setenv('XLA_FLAGS', xla_flags('--xla_force_host_platform_device_count=1'))
   with caplog.at_level('WARNING'):
     run, _ = runs.build_run(_config(tiny_checkpoint, **{'model.remat': 'dots'}), tmp_path)
   assert run.model.remat == 'dots'
   assert runs.CPU_MEMORY_SCHEDULER in caplog.text
   caplog.clear()
-  monkeypatch.setenv('XLA_FLAGS', runs.CPU_MEMORY_SCHEDULER)
+  monkeypatch.setenv('XLA_FLAGS', xla_flags(runs.CPU_MEMORY_SCHEDULER))
   with caplog.at_level('WARNING'):
     runs.build_run(_config(tiny_checkpoint, **{'model.remat': 'dots'}), tmp_path)
   assert runs.CPU_MEMORY_SCHEDULER not in caplog.text
