@@ -50,6 +50,10 @@ def quiet_third_party(verbosity: int = 0) -> None:
   if verbosity > 0:
     return
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow's C++ INFO and WARNING
+  # On Intel CPUs TensorFlow announces its oneDNN kernels at import, past the level above.
+  # TensorFlow computes nothing here (it writes TensorBoard summaries and reads TFDS
+  # files), so those kernels are off.
+  os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
   handler = absl_logging.get_absl_handler()
   if not any(isinstance(f, _ProjectMessagesOnly) for f in handler.filters):
     handler.addFilter(_ProjectMessagesOnly(_project_roots()))
