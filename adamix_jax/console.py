@@ -54,6 +54,8 @@ def quiet_third_party(verbosity: int = 0) -> None:
   # TensorFlow computes nothing here (it writes TensorBoard summaries and reads TFDS
   # files), so those kernels are off.
   os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
+  # transformers (tokenizers only, imported later) warns that PyTorch is missing.
+  os.environ.setdefault('TRANSFORMERS_VERBOSITY', 'error')
   handler = absl_logging.get_absl_handler()
   if not any(isinstance(f, _ProjectMessagesOnly) for f in handler.filters):
     handler.addFilter(_ProjectMessagesOnly(_project_roots()))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 
 from adamix_jax import console
 
@@ -28,3 +30,24 @@ def test_progress_line_has_step_rate_eta_loss_and_rate():
   line = progress.log(25, {'loss': 0.51234, 'learning_rate': 9.5e-4})
   assert line.startswith('step 25/100 · ')
   assert ' steps/s · ETA ' in line and line.endswith('· loss 0.5123 · lr 9.50e-04')
+
+
+_IMPORTS = """
+import sys
+from adamix_jax import console
+console.quiet_third_party(int(sys.argv[1]))
+import tensorflow
+from transformers.utils import logging
+logging.get_logger('transformers.tokenization_utils_base').warning('TRANSFORMERS-WARNING')
+"""
+
+
+def test_quiet_programs_import_tensorflow_and_transformers_without_a_word():
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('TF_CPP_MIN_LOG_LEVEL', 'TF_ENABLE_ONEDNN_OPTS', 'TRANSFORMERS_VERBOSITY')}
+  quiet = subprocess.run([sys.executable, '-c', _IMPORTS, '0'], env=env, capture_output=True,
+                         text=True, check=True)
+  assert quiet.stdout + quiet.stderr == ''
+  loud = subprocess.run([sys.executable, '-c', _IMPORTS, '1'], env=env, capture_output=True,
+                        text=True, check=True)
+  assert 'TRANSFORMERS-WARNING' in loud.stderr
