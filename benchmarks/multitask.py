@@ -16,7 +16,7 @@ For each, side by side in one process:
   through its own task's `Predictor`; the ratio of rows per second (> 1: mixing is faster);
 - the per-example gather: one batch through the multi-task forward holding N tasks,
   against the same rows through a single-task `Predictor`, seconds per batch and the
-  ratio (the goal at N = 16: at most 1.10x).
+  ratio (the target at N = 16: at most 1.10x).
 Timing: `common.time_interleaved` (every variant once per round, medians over rounds;
 a ratio is the median of the per-round ratios). Memory is parameter bytes, not the process
 RSS.
