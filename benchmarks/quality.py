@@ -393,7 +393,8 @@ def restore_numbers(numbers: Path, root: Path) -> list[Path]:
     if (folder / 'results.json').exists():
       continue
     folder.mkdir(parents=True, exist_ok=True)
-    results = entry['results']
+    results = {**entry['results']}
+    results.setdefault('machine', saved.get('machine', 'unknown'))  # where it was trained
     key = f"eval/{results['selection_metric']}"
     (folder / 'metrics.jsonl').write_text(''.join(
         json.dumps({'step': int(step), key: value}) + '\n'
@@ -401,6 +402,19 @@ def restore_numbers(numbers: Path, root: Path) -> list[Path]:
     (folder / 'results.json').write_text(json.dumps(results, indent=2))
     written.append(folder)
   return written
+
+
+def provenance(root: Path) -> str:
+  """The runs under `root` trained on another machine than this one (restored from a
+  numbers file, their results.json names the machine), grouped by machine; '' if none."""
+  elsewhere: dict[str, list[str]] = {}
+  for path in sorted(root.rglob('results.json')):
+    machine = json.loads(path.read_text()).get('machine')
+    if machine:
+      elsewhere.setdefault(machine, []).append(path.parent.relative_to(root).as_posix())
+  return ''.join(f"Trained elsewhere ({', '.join(f'`{r}`' for r in runs)}): "
+                 f"{machine.removeprefix('Machine: ')}\n\n"
+                 for machine, runs in elsewhere.items())
 
 
 def draw_figures(root: Path, section: str, which: str) -> list[Path]:
@@ -443,7 +457,7 @@ def render(root: Path, plan: dict[str, Any], figures: list[Path] = ()) -> str:
            else f'### Quality run `{FLAGS.section}`')
   return (
       title + '\n\n' + smoke +
-      f'{common.machine_description()}\n\n'
+      f'{common.machine_description()}\n\n' + provenance(root) +
       f'Budget: {json.dumps(plan)}; root `{root}`. MiniLM-L6 (bundled all-MiniLM-L6-v2), '
       'config `benchmarks/quality_config.py` + `configs/presets.py`; AdaMix merged is the '
       'trained model served as one adapter, `adamix [random]` the same checkpoints '

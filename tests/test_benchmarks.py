@@ -387,6 +387,12 @@ def test_saved_numbers_restore_into_a_new_root_and_give_the_same_tables(tmp_path
   assert quality.seed_scores(again)[('mrpc', 'adapter')] == {1: 75.0, 2: 78.0}
   assert quality.seed_scores(again)[('mrpc', 'adamix [random]')] == {1: 72.0}
   assert quality.restore_numbers(numbers, again) == []  # nothing overwritten
+  # The restored runs name the machine that trained them; the new seed does not.
+  saved_machine = json.loads(numbers.read_text())['machine'].removeprefix('Machine: ')
+  assert quality.provenance(again) == (
+      'Trained elsewhere (`mrpc/adamix/seed_1`, `mrpc/adamix_random/seed_1`, '
+      f'`mrpc/adapter/seed_1`): {saved_machine}\n\n')
+  assert quality.provenance(root) == ''
   (again / 'quality_plan.json').write_text(json.dumps({'epochs': 20}))
   with pytest.raises(app.UsageError, match='another budget'):
     quality.restore_numbers(numbers, again)
